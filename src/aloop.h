@@ -1,0 +1,303 @@
+/* aloop.h -- the one internal header of the aloop extension.
+ *
+ * Declares the module state, the object structs shared between files and
+ * every cross-file function, grouped under the name of the file that
+ * defines it.  Conventions (see STYLE.md):
+ *   - pure C layers (ready queue, timer heap, fd table, poller) return 0 or
+ *     -errno and never touch the Python error state;
+ *   - Python-facing functions return NULL / -1 with an exception set;
+ *   - "owns" means the structure holds one strong reference.
+ */
+#ifndef ALOOP_H
+#define ALOOP_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#if PY_VERSION_HEX < 0x030B0000
+#error "aloop needs CPython 3.11 or newer"
+#endif
+
+#ifdef ALOOP_DEBUG
+#define ALOOP_ASSERT(x) assert(x)
+#else
+#define ALOOP_ASSERT(x) ((void)0)
+#endif
+
+/* Readiness bits, the same values as selectors.EVENT_READ/EVENT_WRITE. */
+#define ALOOP_READ 1u
+#define ALOOP_WRITE 2u
+
+/* BaseEventLoop's limits. */
+#define ALOOP_MAX_SELECT_TIMEOUT (24.0 * 3600.0)
+#define ALOOP_MIN_SCHEDULED_TIMER_HANDLES 100
+#define ALOOP_MIN_CANCELLED_TIMER_HANDLES_FRACTION 0.5
+
+typedef struct LoopObj LoopObj;
+
+/* ---------------------------------------------------------------- module.c
+ * Module state: types, interned names and what is imported once. */
+typedef struct {
+    PyTypeObject *LoopType;
+    PyTypeObject *HandleType;
+    PyTypeObject *TimerHandleType;
+
+    PyObject *Future;                 /* asyncio.Future */
+    PyObject *set_running_loop;       /* asyncio.events._set_running_loop */
+    PyObject *get_running_loop;       /* asyncio.events._get_running_loop */
+    PyObject *format_callback_source; /* format_helpers._format_callback_source */
+    PyObject *extract_stack;          /* format_helpers.extract_stack */
+    PyObject *format_handle;          /* base_events._format_handle */
+    PyObject *logger;                 /* asyncio.log.logger */
+    PyObject *iscoroutine;            /* asyncio.coroutines.iscoroutine */
+    PyObject *iscoroutinefunction;    /* asyncio.coroutines.iscoroutinefunction */
+    PyObject *get_asyncgen_hooks;     /* sys.get_asyncgen_hooks */
+    PyObject *set_asyncgen_hooks;     /* sys.set_asyncgen_hooks */
+    PyObject *signal_module;          /* signal */
+    PyObject *weakset;                /* weakref.WeakSet */
+    PyObject *weakvaluedict;          /* weakref.WeakValueDictionary */
+    PyObject *empty_tuple;
+    PyObject *sighandler_noop; /* the Python-level handler we install */
+
+    PyObject *str_call_exception_handler;
+    PyObject *str_message;
+    PyObject *str_exception;
+    PyObject *str_handle;
+    PyObject *str_source_traceback;
+    PyObject *str_loop;
+    PyObject *str_debug;
+    PyObject *str_firstiter;
+    PyObject *str_finalizer;
+    PyObject *str_asyncgen_firstiter_hook;
+    PyObject *str_asyncgen_finalizer_hook;
+    PyObject *str_set_coroutine_origin_tracking;
+    PyObject *str_run;
+    PyObject *str_cancelled_attr; /* "_cancelled" */
+    PyObject *str_timer_handle_cancelled;
+    PyObject *str_warning;
+    PyObject *str_debug_log; /* "debug" (logger method) */
+    PyObject *kwnames_loop;  /* ("loop",) */
+} aloop_state;
+
+aloop_state *aloop_module_state_of_type(PyTypeObject *tp);
+/* Log through asyncio's logger: level is "debug", "info", "warning"... */
+int aloop_log(aloop_state *st, const char *level, const char *fmt,
+              PyObject *arg);
+
+/* ---------------------------------------------------------------- handle.c
+ * HandleObj mirrors the layout of asyncio.Handle's and asyncio.TimerHandle's
+ * __slots__ (sorted by name, as type() lays them out); module init checks
+ * every offset against the stdlib's member descriptors, so the inherited
+ * Python code (__repr__, __eq__...) and our C code see the same fields.
+ * The _cancelled/_scheduled/_when slots are shadowed by getsets that read
+ * the C fields below. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *args;             /* _args: tuple or None */
+    PyObject *callback;         /* _callback */
+    PyObject *cancelled_slot;   /* unused: see `cancelled` */
+    PyObject *context;          /* _context */
+    PyObject *loop;             /* _loop */
+    PyObject *repr;             /* _repr */
+    PyObject *source_traceback; /* _source_traceback */
+#if PY_VERSION_HEX < 0x030C0000
+    PyObject *weakreflist; /* __weakref__ (3.12+ manages it) */
+#endif
+    PyObject *scheduled_slot; /* TimerHandle slots, unused */
+    PyObject *when_slot;
+    /* aloop's own fields */
+    double when;   /* TimerHandle: deadline in loop.time() seconds */
+    uint64_t seq;  /* TimerHandle: tie breaker, FIFO among equal deadlines */
+    bool cancelled;
+    bool scheduled; /* TimerHandle: in the loop's heap */
+    bool is_timer;
+} HandleObj;
+
+int aloop_handle_setup_types(PyObject *module, aloop_state *st);
+/* New Handle; steals nothing.  args must be a tuple.  context may be NULL
+ * (copy the current one). */
+HandleObj *aloop_handle_new(LoopObj *loop, PyObject *callback, PyObject *args,
+                            PyObject *context);
+HandleObj *aloop_timerhandle_new(LoopObj *loop, double when,
+                                 PyObject *callback, PyObject *args,
+                                 PyObject *context);
+/* Run the callback in its context.  Returns 0, or -1 with
+ * KeyboardInterrupt/SystemExit (or a failure of the handler) set. */
+int aloop_handle_run(HandleObj *h);
+int aloop_handle_cancel(HandleObj *h);
+
+/* ---------------------------------------------------------------- readyq.c
+ * Ring buffer of ready entries.  An entry is a Python handle (fn == NULL)
+ * or an internal event: fn(loop, owner, events).  The queue owns one
+ * reference to each non-NULL obj. */
+typedef int (*aloop_event_fn)(LoopObj *loop, PyObject *owner,
+                              uint32_t events); /* -1: propagate */
+typedef struct {
+    PyObject *obj;
+    aloop_event_fn fn;
+    uint32_t events;
+} aloop_ready_entry;
+
+typedef struct {
+    aloop_ready_entry *buf;
+    size_t cap; /* power of two, or 0 */
+    size_t head;
+    size_t len;
+} aloop_readyq;
+
+int aloop_readyq_push(aloop_readyq *q, PyObject *obj, aloop_event_fn fn,
+                      uint32_t events); /* takes a new reference to obj */
+/* Pops the oldest entry; the caller receives the reference. */
+static inline aloop_ready_entry
+aloop_readyq_pop(aloop_readyq *q)
+{
+    aloop_ready_entry e = q->buf[q->head];
+    q->head = (q->head + 1) & (q->cap - 1);
+    q->len--;
+    return e;
+}
+void aloop_readyq_clear(aloop_readyq *q);
+void aloop_readyq_shrink(aloop_readyq *q);
+void aloop_readyq_free(aloop_readyq *q);
+int aloop_readyq_traverse(aloop_readyq *q, visitproc visit, void *arg);
+
+/* ------------------------------------------------------------- timerheap.c
+ * Binary min-heap of TimerHandles keyed by (when, seq).  Owns one
+ * reference to each handle. */
+typedef struct {
+    HandleObj **items;
+    size_t len;
+    size_t cap;
+} aloop_timerheap;
+
+int aloop_timerheap_push(aloop_timerheap *h, HandleObj *t);
+HandleObj *aloop_timerheap_pop(aloop_timerheap *h); /* reference moves out */
+static inline HandleObj *
+aloop_timerheap_peek(aloop_timerheap *h)
+{
+    return h->len ? h->items[0] : NULL;
+}
+/* Drop cancelled handles (clearing their scheduled flag) and re-heapify. */
+void aloop_timerheap_compact(aloop_timerheap *h);
+void aloop_timerheap_clear(aloop_timerheap *h);
+int aloop_timerheap_traverse(aloop_timerheap *h, visitproc visit, void *arg);
+
+/* ---------------------------------------------------------- poller_epoll.c
+ * The only file that calls epoll_*.  Events are reported with the
+ * selectors module's rules: error/hangup wakes both directions. */
+typedef struct {
+    int fd;
+    uint32_t events; /* ALOOP_READ | ALOOP_WRITE */
+} aloop_poll_event;
+
+typedef struct {
+    int epfd;
+    void *scratch; /* backend event array */
+    int scratch_cap;
+} aloop_poller;
+
+int aloop_poller_open(aloop_poller *p);
+void aloop_poller_close(aloop_poller *p);
+int aloop_poller_add(aloop_poller *p, int fd, uint32_t mask);
+int aloop_poller_modify(aloop_poller *p, int fd, uint32_t mask);
+int aloop_poller_remove(aloop_poller *p, int fd);
+/* Waits up to timeout_ms (-1: forever).  Returns the number of events or
+ * -errno.  Call without the GIL. */
+int aloop_poller_wait(aloop_poller *p, aloop_poll_event *out, int max,
+                      int timeout_ms);
+
+/* --------------------------------------------------------------- fdtable.c
+ * fd -> reader/writer.  A watcher is a Python Handle (fn == NULL) or an
+ * internal callback fn(loop, obj, events).  The table owns one reference
+ * to each non-NULL obj.  `mask` is what the poller currently has. */
+typedef struct {
+    PyObject *obj;
+    aloop_event_fn fn;
+} aloop_watcher;
+
+typedef struct {
+    aloop_watcher reader;
+    aloop_watcher writer;
+    uint32_t mask;
+} aloop_fdslot;
+
+typedef struct {
+    aloop_fdslot *slots;
+    int cap;
+    int nregistered; /* fds with a non-zero mask */
+} aloop_fdtable;
+
+static inline aloop_fdslot *
+aloop_fdtable_get(aloop_fdtable *t, int fd)
+{
+    return (fd >= 0 && fd < t->cap) ? &t->slots[fd] : NULL;
+}
+aloop_fdslot *aloop_fdtable_ensure(aloop_fdtable *t, int fd);
+void aloop_fdtable_clear(aloop_fdtable *t);
+int aloop_fdtable_traverse(aloop_fdtable *t, visitproc visit, void *arg);
+
+/* ------------------------------------------------------------------ loop.c */
+struct LoopObj {
+    PyObject_HEAD
+    aloop_state *state;
+    PyObject *dict;
+    PyObject *weakreflist;
+
+    aloop_readyq ready;
+    aloop_timerheap timers;
+    Py_ssize_t timer_cancelled_count;
+    uint64_t timer_seq;
+    aloop_fdtable fds;
+    aloop_poller poller;
+    aloop_poll_event *events;
+    int events_cap;
+
+    int wakeup_fd; /* eventfd for call_soon_threadsafe */
+    bool polling;  /* inside (or about to enter) the poller wait */
+    bool wakeup_pending;
+
+    int sig_rfd; /* socketpair whose write end is signal.set_wakeup_fd */
+    int sig_wfd;
+    PyObject *signal_handlers; /* dict: signum -> Handle (_signal_handlers) */
+
+    PyObject *current_handle;
+    PyObject *old_agen_hooks;
+    double clock_resolution;
+    double slow_callback_duration;
+    unsigned long thread_id;
+    bool running;
+    bool closed;
+    bool stopping;
+    bool debug;
+};
+
+int aloop_loop_setup_types(PyObject *module, aloop_state *st);
+double aloop_loop_time(void);
+int aloop_loop_check_closed(LoopObj *loop);
+int aloop_loop_check_thread(LoopObj *loop);
+int aloop_loop_check_callback(LoopObj *loop, PyObject *cb, const char *meth);
+int aloop_loop_push_handle(LoopObj *loop, PyObject *handle);
+int aloop_loop_call_exception_handler(LoopObj *loop, PyObject *context);
+/* Report the current exception through call_exception_handler with
+ * `message`; KeyboardInterrupt/SystemExit are left set and -1 returned. */
+int aloop_loop_report_exception(LoopObj *loop, const char *message);
+/* Add/remove an internal watcher (fn != NULL) or a Handle (fn == NULL).
+ * Take a new reference to obj; the replaced watcher is returned as a new
+ * reference in *old (may be NULL). */
+int aloop_loop_set_watcher(LoopObj *loop, int fd, uint32_t which,
+                           PyObject *obj, aloop_event_fn fn, PyObject **old);
+void aloop_loop_wakeup(LoopObj *loop);
+PyObject *aloop_errno_error(int neg_errno); /* sets OSError, returns NULL */
+
+/* ------------------------------------------------------------------ loop_io.c
+ * add_reader & co: Python-facing readiness API. */
+extern PyMethodDef aloop_loop_io_methods[];
+int aloop_fileobj_to_fd(PyObject *fileobj); /* -1 with ValueError */
+
+/* --------------------------------------------------------------- signals.c */
+extern PyMethodDef aloop_signal_methods[];
+void aloop_signals_close(LoopObj *loop); /* on loop close */
+
+#endif /* ALOOP_H */

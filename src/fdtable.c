@@ -1,0 +1,57 @@
+/* fdtable.c -- fd -> reader/writer watchers, indexed by fd.
+ *
+ * The table grows on demand and owns one reference to each watcher's obj.
+ * `mask` mirrors what the poller has registered for the fd, so the loop
+ * calls the poller only when the mask changes.  Pure C: no Python calls
+ * except the decrefs in clear(), which first detach the slots.
+ */
+#include "aloop.h"
+
+#include <string.h>
+
+aloop_fdslot *
+aloop_fdtable_ensure(aloop_fdtable *t, int fd)
+{
+    if (fd < 0) {
+        return NULL;
+    }
+    if (fd >= t->cap) {
+        int ncap = t->cap ? t->cap : 64;
+        while (ncap <= fd) {
+            ncap *= 2;
+        }
+        aloop_fdslot *n = PyMem_RawRealloc(t->slots, ncap * sizeof(*n));
+        if (n == NULL) {
+            return NULL;
+        }
+        memset(n + t->cap, 0, (size_t)(ncap - t->cap) * sizeof(*n));
+        t->slots = n;
+        t->cap = ncap;
+    }
+    return &t->slots[fd];
+}
+
+void
+aloop_fdtable_clear(aloop_fdtable *t)
+{
+    aloop_fdslot *slots = t->slots;
+    int cap = t->cap;
+    t->slots = NULL;
+    t->cap = 0;
+    t->nregistered = 0;
+    for (int i = 0; i < cap; i++) {
+        Py_XDECREF(slots[i].reader.obj);
+        Py_XDECREF(slots[i].writer.obj);
+    }
+    PyMem_RawFree(slots);
+}
+
+int
+aloop_fdtable_traverse(aloop_fdtable *t, visitproc visit, void *arg)
+{
+    for (int i = 0; i < t->cap; i++) {
+        Py_VISIT(t->slots[i].reader.obj);
+        Py_VISIT(t->slots[i].writer.obj);
+    }
+    return 0;
+}

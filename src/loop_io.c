@@ -1,0 +1,305 @@
+/* loop_io.c -- the readiness API: add_reader, remove_reader, add_writer,
+ * remove_writer and the private _add_reader & co that the stdlib's pipe and
+ * subprocess transports call.
+ *
+ * Semantics are selector_events.BaseSelectorEventLoop's: the public forms
+ * first refuse an fd owned by a live transport; the private ones check the
+ * loop is open (add) or return False on a closed loop (remove); replacing or
+ * removing a watcher cancels the old Handle; _add_* return the new Handle,
+ * remove* return whether a callback was removed.
+ */
+#include "aloop.h"
+
+/* selectors._fileobj_to_fd */
+int
+aloop_fileobj_to_fd(PyObject *fileobj)
+{
+    long fd;
+    if (PyLong_Check(fileobj)) {
+        fd = PyLong_AsLong(fileobj);
+        if (fd == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+    }
+    else {
+        PyObject *r = PyObject_CallMethod(fileobj, "fileno", NULL);
+        PyObject *i = r ? PyNumber_Long(r) : NULL;
+        Py_XDECREF(r);
+        if (i == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_AttributeError) ||
+                PyErr_ExceptionMatches(PyExc_TypeError) ||
+                PyErr_ExceptionMatches(PyExc_ValueError)) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_ValueError, "Invalid file object: %R",
+                             fileobj);
+            }
+            return -1;
+        }
+        fd = PyLong_AsLong(i);
+        Py_DECREF(i);
+        if (fd == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+    }
+    if (fd < 0) {
+        PyErr_Format(PyExc_ValueError, "Invalid file descriptor: %ld", fd);
+        return -1;
+    }
+    if (fd > INT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "file descriptor is too large");
+        return -1;
+    }
+    return (int)fd;
+}
+
+/* BaseSelectorEventLoop._ensure_fd_no_transport, reading the
+ * WeakValueDictionary's backing dict directly (fast when empty). */
+static int
+loop_io_ensure_no_transport(LoopObj *loop, PyObject *fileobj)
+{
+    int fd = aloop_fileobj_to_fd(fileobj);
+    if (fd < 0) {
+        return -1;
+    }
+    PyObject *transports = PyObject_GetAttrString((PyObject *)loop,
+                                                  "_transports");
+    if (transports == NULL) {
+        return -1;
+    }
+    PyObject *data = PyObject_GetAttrString(transports, "data");
+    if (data == NULL || !PyDict_Check(data)) {
+        /* Not a WeakValueDictionary: use the mapping protocol. */
+        Py_XDECREF(data);
+        PyErr_Clear();
+        data = NULL;
+    }
+    PyObject *key = PyLong_FromLong(fd);
+    PyObject *transport = NULL;
+    int rc = -1;
+    if (key == NULL) {
+        goto done;
+    }
+    if (data != NULL) {
+        if (PyDict_GET_SIZE(data) == 0) {
+            rc = 0;
+            goto done;
+        }
+        PyObject *ref = PyDict_GetItemWithError(data, key); /* borrowed */
+        if (ref == NULL) {
+            rc = PyErr_Occurred() ? -1 : 0;
+            goto done;
+        }
+        transport = PyObject_CallNoArgs(ref); /* KeyedRef -> obj or None */
+    }
+    else {
+        transport = PyObject_GetItem(transports, key);
+        if (transport == NULL && PyErr_ExceptionMatches(PyExc_KeyError)) {
+            PyErr_Clear();
+            rc = 0;
+            goto done;
+        }
+    }
+    if (transport == NULL) {
+        goto done;
+    }
+    if (transport == Py_None) {
+        rc = 0;
+        goto done;
+    }
+    PyObject *closing = PyObject_CallMethod(transport, "is_closing", NULL);
+    int truth = closing ? PyObject_IsTrue(closing) : -1;
+    Py_XDECREF(closing);
+    if (truth == 0) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "File descriptor %R is used by transport %R", fileobj,
+                     transport);
+    }
+    rc = truth > 0 ? 0 : -1;
+done:
+    Py_XDECREF(transport);
+    Py_XDECREF(key);
+    Py_XDECREF(data);
+    Py_DECREF(transports);
+    return rc;
+}
+
+static int
+loop_io_cancel_old(PyObject *old)
+{
+    if (old == NULL) {
+        return 0;
+    }
+    PyObject *r = PyObject_CallMethod(old, "cancel", NULL);
+    Py_DECREF(old);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
+/* _add_reader / _add_writer: args = (fd, callback, *args) */
+static PyObject *
+loop_io_add(LoopObj *self, uint32_t which, const char *meth,
+            PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 2) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() missing required positional arguments: 'fd' and "
+                     "'callback'",
+                     meth);
+        return NULL;
+    }
+    if (aloop_loop_check_closed(self) < 0) {
+        return NULL;
+    }
+    PyObject *cbargs = PyTuple_New(nargs - 2);
+    if (cbargs == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 2; i < nargs; i++) {
+        PyTuple_SET_ITEM(cbargs, i - 2, Py_NewRef(args[i]));
+    }
+    HandleObj *h = aloop_handle_new(self, args[1], cbargs, NULL);
+    Py_DECREF(cbargs);
+    if (h == NULL) {
+        return NULL;
+    }
+    int fd = aloop_fileobj_to_fd(args[0]);
+    if (fd < 0) {
+        Py_DECREF(h);
+        return NULL;
+    }
+    PyObject *old = NULL;
+    int rc = aloop_loop_set_watcher(self, fd, which, (PyObject *)h, NULL, &old);
+    if (rc < 0) {
+        Py_DECREF(h);
+        return aloop_errno_error(rc);
+    }
+    if (loop_io_cancel_old(old) < 0) {
+        Py_DECREF(h);
+        return NULL;
+    }
+    return (PyObject *)h;
+}
+
+static PyObject *
+loop_io_remove(LoopObj *self, uint32_t which, PyObject *fileobj)
+{
+    if (self->closed) {
+        Py_RETURN_FALSE;
+    }
+    int fd = aloop_fileobj_to_fd(fileobj);
+    if (fd < 0) {
+        return NULL;
+    }
+    aloop_fdslot *slot = aloop_fdtable_get(&self->fds, fd);
+    if (slot == NULL || slot->mask == 0) {
+        Py_RETURN_FALSE;
+    }
+    PyObject *old = NULL;
+    int rc = aloop_loop_set_watcher(self, fd, which, NULL, NULL, &old);
+    if (rc < 0) {
+        return aloop_errno_error(rc);
+    }
+    if (old == NULL) {
+        Py_RETURN_FALSE;
+    }
+    if (loop_io_cancel_old(old) < 0) {
+        return NULL;
+    }
+    Py_RETURN_TRUE;
+}
+
+static PyObject *
+LoopObj__add_reader(LoopObj *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return loop_io_add(self, ALOOP_READ, "_add_reader", args, nargs);
+}
+
+static PyObject *
+LoopObj__add_writer(LoopObj *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return loop_io_add(self, ALOOP_WRITE, "_add_writer", args, nargs);
+}
+
+static PyObject *
+LoopObj__remove_reader(LoopObj *self, PyObject *fd)
+{
+    return loop_io_remove(self, ALOOP_READ, fd);
+}
+
+static PyObject *
+LoopObj__remove_writer(LoopObj *self, PyObject *fd)
+{
+    return loop_io_remove(self, ALOOP_WRITE, fd);
+}
+
+static PyObject *
+loop_io_add_public(LoopObj *self, uint32_t which, const char *meth,
+                   PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs >= 1 && loop_io_ensure_no_transport(self, args[0]) < 0) {
+        return NULL;
+    }
+    PyObject *h = loop_io_add(self, which, meth, args, nargs);
+    if (h == NULL) {
+        return NULL;
+    }
+    Py_DECREF(h);
+    Py_RETURN_NONE; /* the public forms return None, like the stdlib */
+}
+
+static PyObject *
+LoopObj_add_reader(LoopObj *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return loop_io_add_public(self, ALOOP_READ, "add_reader", args, nargs);
+}
+
+static PyObject *
+LoopObj_add_writer(LoopObj *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return loop_io_add_public(self, ALOOP_WRITE, "add_writer", args, nargs);
+}
+
+static PyObject *
+LoopObj_remove_reader(LoopObj *self, PyObject *fd)
+{
+    if (loop_io_ensure_no_transport(self, fd) < 0) {
+        return NULL;
+    }
+    return loop_io_remove(self, ALOOP_READ, fd);
+}
+
+static PyObject *
+LoopObj_remove_writer(LoopObj *self, PyObject *fd)
+{
+    if (loop_io_ensure_no_transport(self, fd) < 0) {
+        return NULL;
+    }
+    return loop_io_remove(self, ALOOP_WRITE, fd);
+}
+
+static PyObject *
+LoopObj__ensure_fd_no_transport(LoopObj *self, PyObject *fd)
+{
+    if (loop_io_ensure_no_transport(self, fd) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyMethodDef aloop_loop_io_methods[] = {
+    {"add_reader", (PyCFunction)(void (*)(void))LoopObj_add_reader,
+     METH_FASTCALL, NULL},
+    {"add_writer", (PyCFunction)(void (*)(void))LoopObj_add_writer,
+     METH_FASTCALL, NULL},
+    {"remove_reader", (PyCFunction)LoopObj_remove_reader, METH_O, NULL},
+    {"remove_writer", (PyCFunction)LoopObj_remove_writer, METH_O, NULL},
+    {"_add_reader", (PyCFunction)(void (*)(void))LoopObj__add_reader,
+     METH_FASTCALL, NULL},
+    {"_add_writer", (PyCFunction)(void (*)(void))LoopObj__add_writer,
+     METH_FASTCALL, NULL},
+    {"_remove_reader", (PyCFunction)LoopObj__remove_reader, METH_O, NULL},
+    {"_remove_writer", (PyCFunction)LoopObj__remove_writer, METH_O, NULL},
+    {"_ensure_fd_no_transport",
+     (PyCFunction)LoopObj__ensure_fd_no_transport, METH_O, NULL},
+    {NULL, NULL, 0, NULL},
+};

@@ -1,0 +1,203 @@
+/* module.c -- the aloop._core module: multi-phase init, module state,
+ * type registration.
+ *
+ * The state holds the types, interned names and the asyncio/sys/signal
+ * objects imported once at exec time.  Every file exports an
+ * aloop_<file>_setup_types(); module_exec chains them.  m_traverse/m_clear
+ * visit the state's objects in struct order.
+ */
+#include "aloop.h"
+
+static struct PyModuleDef aloop_module;
+
+aloop_state *
+aloop_module_state_of_type(PyTypeObject *tp)
+{
+    PyObject *mod = PyType_GetModuleByDef(tp, &aloop_module);
+    return mod ? (aloop_state *)PyModule_GetState(mod) : NULL;
+}
+
+int
+aloop_log(aloop_state *st, const char *level, const char *fmt, PyObject *arg)
+{
+    PyObject *r = PyObject_CallMethod(st->logger, level, "sO", fmt, arg);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
+static PyObject *
+aloop_sighandler_noop(PyObject *module, PyObject *args)
+{
+    /* Python's C handler already wrote the signal number to the wakeup fd. */
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef aloop_module_methods[] = {
+    {"_sighandler_noop", aloop_sighandler_noop, METH_VARARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyObject *
+import_attr(const char *module, const char *name)
+{
+    PyObject *m = PyImport_ImportModule(module);
+    if (m == NULL) {
+        return NULL;
+    }
+    PyObject *r = PyObject_GetAttrString(m, name);
+    Py_DECREF(m);
+    return r;
+}
+
+#define STATE_OBJECTS(X)                 \
+    X(Future)                            \
+    X(set_running_loop)                  \
+    X(get_running_loop)                  \
+    X(format_callback_source)            \
+    X(extract_stack)                     \
+    X(format_handle)                     \
+    X(logger)                            \
+    X(iscoroutine)                       \
+    X(iscoroutinefunction)               \
+    X(get_asyncgen_hooks)                \
+    X(set_asyncgen_hooks)                \
+    X(signal_module)                     \
+    X(weakset)                           \
+    X(weakvaluedict)                     \
+    X(empty_tuple)                       \
+    X(sighandler_noop)                   \
+    X(str_call_exception_handler)        \
+    X(str_message)                       \
+    X(str_exception)                     \
+    X(str_handle)                        \
+    X(str_source_traceback)              \
+    X(str_loop)                          \
+    X(str_debug)                         \
+    X(str_firstiter)                     \
+    X(str_finalizer)                     \
+    X(str_asyncgen_firstiter_hook)       \
+    X(str_asyncgen_finalizer_hook)       \
+    X(str_set_coroutine_origin_tracking) \
+    X(str_run)                           \
+    X(str_cancelled_attr)                \
+    X(str_timer_handle_cancelled)        \
+    X(str_warning)                       \
+    X(str_debug_log)                     \
+    X(kwnames_loop)
+
+static int
+module_traverse(PyObject *mod, visitproc visit, void *arg)
+{
+    aloop_state *st = PyModule_GetState(mod);
+    Py_VISIT(st->LoopType);
+    Py_VISIT(st->HandleType);
+    Py_VISIT(st->TimerHandleType);
+#define VISIT(name) Py_VISIT(st->name);
+    STATE_OBJECTS(VISIT)
+#undef VISIT
+    return 0;
+}
+
+static int
+module_clear(PyObject *mod)
+{
+    aloop_state *st = PyModule_GetState(mod);
+    Py_CLEAR(st->LoopType);
+    Py_CLEAR(st->HandleType);
+    Py_CLEAR(st->TimerHandleType);
+#define CLEAR(name) Py_CLEAR(st->name);
+    STATE_OBJECTS(CLEAR)
+#undef CLEAR
+    return 0;
+}
+
+static void
+module_free(void *mod)
+{
+    (void)module_clear((PyObject *)mod);
+}
+
+static int
+module_exec(PyObject *mod)
+{
+    aloop_state *st = PyModule_GetState(mod);
+#define INTERN(field, s)                                  \
+    if ((st->field = PyUnicode_InternFromString(s)) == NULL) { \
+        return -1;                                        \
+    }
+    INTERN(str_call_exception_handler, "call_exception_handler")
+    INTERN(str_message, "message")
+    INTERN(str_exception, "exception")
+    INTERN(str_handle, "handle")
+    INTERN(str_source_traceback, "source_traceback")
+    INTERN(str_loop, "loop")
+    INTERN(str_debug, "debug")
+    INTERN(str_firstiter, "firstiter")
+    INTERN(str_finalizer, "finalizer")
+    INTERN(str_asyncgen_firstiter_hook, "_asyncgen_firstiter_hook")
+    INTERN(str_asyncgen_finalizer_hook, "_asyncgen_finalizer_hook")
+    INTERN(str_set_coroutine_origin_tracking,
+           "_set_coroutine_origin_tracking")
+    INTERN(str_run, "_run")
+    INTERN(str_cancelled_attr, "_cancelled")
+    INTERN(str_timer_handle_cancelled, "_timer_handle_cancelled")
+    INTERN(str_warning, "warning")
+    INTERN(str_debug_log, "debug")
+#undef INTERN
+#define IMPORT(field, module, name)                            \
+    if ((st->field = import_attr(module, name)) == NULL) {     \
+        return -1;                                             \
+    }
+    IMPORT(Future, "asyncio.futures", "Future")
+    IMPORT(set_running_loop, "asyncio.events", "_set_running_loop")
+    IMPORT(get_running_loop, "asyncio.events", "_get_running_loop")
+    IMPORT(format_callback_source, "asyncio.format_helpers",
+           "_format_callback_source")
+    IMPORT(extract_stack, "asyncio.format_helpers", "extract_stack")
+    IMPORT(format_handle, "asyncio.base_events", "_format_handle")
+    IMPORT(logger, "asyncio.log", "logger")
+    IMPORT(iscoroutine, "asyncio.coroutines", "iscoroutine")
+    IMPORT(iscoroutinefunction, "asyncio.coroutines", "iscoroutinefunction")
+    IMPORT(get_asyncgen_hooks, "sys", "get_asyncgen_hooks")
+    IMPORT(set_asyncgen_hooks, "sys", "set_asyncgen_hooks")
+    IMPORT(weakset, "weakref", "WeakSet")
+    IMPORT(weakvaluedict, "weakref", "WeakValueDictionary")
+#undef IMPORT
+    st->sighandler_noop = PyObject_GetAttrString(mod, "_sighandler_noop");
+    if (st->sighandler_noop == NULL ||
+        (st->signal_module = PyImport_ImportModule("signal")) == NULL ||
+        (st->empty_tuple = PyTuple_New(0)) == NULL ||
+        (st->kwnames_loop = PyTuple_Pack(1, st->str_loop)) == NULL) {
+        return -1;
+    }
+    if (aloop_handle_setup_types(mod, st) < 0 ||
+        aloop_loop_setup_types(mod, st) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static PyModuleDef_Slot aloop_module_slots[] = {
+    {Py_mod_exec, module_exec},
+    {0, NULL},
+};
+
+static struct PyModuleDef aloop_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "aloop._core",
+    .m_doc = "aloop's C event loop core.",
+    .m_size = sizeof(aloop_state),
+    .m_methods = aloop_module_methods,
+    .m_slots = aloop_module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+    .m_free = module_free,
+};
+
+PyMODINIT_FUNC PyInit__core(void); /* the only exported symbol */
+
+PyMODINIT_FUNC
+PyInit__core(void)
+{
+    return PyModuleDef_Init(&aloop_module);
+}
