@@ -15,8 +15,9 @@ How it measures
   warm-up of the workload in check mode (callbacks count their calls and the
   workload asserts that everything it claims to have done was done), then the
   timed run with do-nothing callbacks.  The timed run is bounded by a count
-  and by ``--time-limit`` seconds; the parent kills a child after
-  time-limit + 10 s.  The child prints one JSON line: ops, wall seconds
+  and by ``--time-limit`` seconds (default 20); a child that is still alive
+  after time-limit + 10 s (30 s by default) is killed, by the parent and by
+  its own ``signal.alarm``.  The child prints one JSON line: ops, wall seconds
   (``time.perf_counter``), ops/s, and the process CPU seconds (user + system,
   ``resource.getrusage(RUSAGE_SELF)``) of the timed region.
 * Rounds: each round runs every workload once on every loop, one process at a
@@ -33,9 +34,11 @@ import datetime
 import gc
 import importlib
 import json
+import math
 import os
 import platform
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -47,7 +50,7 @@ ALL_LOOPS = ("asyncio", "uvloop", "aloop")
 QUICK_DIVISOR = 20
 WARMUP_FRACTION = 10        # warm-up does count // WARMUP_FRACTION ops
 WARMUP_TIME_LIMIT = 2.0     # seconds
-KILL_MARGIN = 10.0          # parent kills a child after time_limit + this
+KILL_MARGIN = 8.0           # a child dies at time_limit + warm-up + this (30 s)
 
 
 # --------------------------------------------------------------------------
@@ -89,6 +92,10 @@ def child_main(argv):
     p.add_argument("--probe", action="store_true",
                    help="only create and close a loop, print its description")
     args = p.parse_args(argv)
+
+    # Hard bound on the child's life even if the parent is gone: SIGALRM's
+    # default action ends the process.
+    signal.alarm(math.ceil(args.time_limit + WARMUP_TIME_LIMIT + KILL_MARGIN))
 
     import asyncio
     from benchmarks.workloads import WORKLOADS
@@ -154,6 +161,8 @@ def run_child(child_args, timeout, show_stderr=True):
     if proc.returncode != 0:
         if show_stderr:
             sys.stderr.write(proc.stderr)
+        if proc.returncode < 0:
+            return None, f"killed by signal {-proc.returncode}"
         tail = (proc.stderr.strip().splitlines() or ["(no stderr)"])[-1]
         return None, f"exit {proc.returncode}: {tail}"
     try:
@@ -218,8 +227,9 @@ def ratios(summary):
 
 
 def render_table(workloads, loops, summaries, errors):
+    pairs = [(a, b) for a, b in RATIOS if a in loops and b in loops]
     headers = ["workload"] + [f"{l} ops/s" for l in loops] + \
-              [f"{a}/{b}" for a, b in RATIOS]
+              [f"{a}/{b}" for a, b in pairs]
     rows = []
     for w in workloads:
         row = [w]
@@ -234,7 +244,7 @@ def render_table(workloads, loops, summaries, errors):
                 row.append(f"{fmt_rate(s['median_ops_per_sec'])}{mark} "
                            f"±{s['spread_pct']:.0f}%")
         r = ratios(summaries[w])
-        for a, b in RATIOS:
+        for a, b in pairs:
             v = r.get(f"{a}/{b}")
             row.append("-" if v is None else f"{v:.2f}x")
         rows.append(row)
@@ -307,6 +317,11 @@ def main(argv=None):
         if info["debug"]:
             print(f"warning: {name} runs in debug mode", file=sys.stderr)
 
+    load = os.getloadavg()[0]
+    if load > 0.5:
+        print(f"warning: load average is {load:.2f}: something else is running; "
+              "results will be noisy", file=sys.stderr)
+
     counts = {w: max(1, int(WORKLOADS[w][1] * scale)) for w in workloads}
     timeout = args.time_limit + WARMUP_TIME_LIMIT + KILL_MARGIN
     results = {w: {l: [] for l in loops} for w in workloads}
@@ -353,6 +368,7 @@ def main(argv=None):
             "python": sys.version,
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
+            "load_average_at_start": load,
             "rounds": rounds,
             "quick": args.quick,
             "scale": args.scale,

@@ -238,7 +238,7 @@ def tasks_sleep0(loop, n, deadline, check):
     doing `await asyncio.sleep(0)` TASK_SLEEPS times, awaited with gather;
     ops = task steps (TASK_SLEEPS + 1 per task).
     """
-    ntasks = max(1, n // (TASK_SLEEPS + 1))
+    ntasks = max(1, -(-n // (TASK_SLEEPS + 1)))    # ceil: ops >= n
     create_task = loop.create_task
 
     async def main():

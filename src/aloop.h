@@ -36,6 +36,7 @@
 #define ALOOP_MIN_CANCELLED_TIMER_HANDLES_FRACTION 0.5
 
 typedef struct LoopObj LoopObj;
+typedef struct HandleObj HandleObj;
 
 /* ---------------------------------------------------------------- module.c
  * Module state: types, interned names and what is imported once. */
@@ -79,6 +80,15 @@ typedef struct {
     PyObject *str_warning;
     PyObject *str_debug_log; /* "debug" (logger method) */
     PyObject *kwnames_loop;  /* ("loop",) */
+    PyObject *kwnames_task;  /* ("loop", "name", "context") */
+    PyObject *Task;          /* asyncio.tasks.Task */
+    PyObject *base_create_task; /* BaseEventLoop.create_task (slow path) */
+
+    /* Dead handles kept for reuse (linked through their `callback` field),
+     * so a handle costs no allocator or GC-counter work.  Disabled in
+     * sanitizer builds, where it would hide use-after-free. */
+    HandleObj *handle_freelist;
+    int handle_freelist_len;
 } aloop_state;
 
 aloop_state *aloop_module_state_of_type(PyTypeObject *tp);
@@ -93,7 +103,7 @@ int aloop_log(aloop_state *st, const char *level, const char *fmt,
  * Python code (__repr__, __eq__...) and our C code see the same fields.
  * The _cancelled/_scheduled/_when slots are shadowed by getsets that read
  * the C fields below. */
-typedef struct {
+struct HandleObj {
     PyObject_HEAD
     PyObject *args;             /* _args: tuple or None */
     PyObject *callback;         /* _callback */
@@ -113,9 +123,10 @@ typedef struct {
     bool cancelled;
     bool scheduled; /* TimerHandle: in the loop's heap */
     bool is_timer;
-} HandleObj;
+};
 
 int aloop_handle_setup_types(PyObject *module, aloop_state *st);
+void aloop_handle_freelist_clear(aloop_state *st);
 /* New Handle; steals nothing.  args must be a tuple.  context may be NULL
  * (copy the current one). */
 HandleObj *aloop_handle_new(LoopObj *loop, PyObject *callback, PyObject *args,
@@ -234,6 +245,7 @@ aloop_fdtable_get(aloop_fdtable *t, int fd)
 {
     return (fd >= 0 && fd < t->cap) ? &t->slots[fd] : NULL;
 }
+/* NULL (errno set) for a closed fd or no memory. */
 aloop_fdslot *aloop_fdtable_ensure(aloop_fdtable *t, int fd);
 void aloop_fdtable_clear(aloop_fdtable *t);
 int aloop_fdtable_traverse(aloop_fdtable *t, visitproc visit, void *arg);

@@ -1,12 +1,15 @@
 /* fdtable.c -- fd -> reader/writer watchers, indexed by fd.
  *
- * The table grows on demand and owns one reference to each watcher's obj.
+ * The table grows on demand (only for fds that are open) and owns one
+ * reference to each watcher's obj.
  * `mask` mirrors what the poller has registered for the fd, so the loop
  * calls the poller only when the mask changes.  Pure C: no Python calls
  * except the decrefs in clear(), which first detach the slots.
  */
 #include "aloop.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 
 aloop_fdslot *
@@ -16,17 +19,22 @@ aloop_fdtable_ensure(aloop_fdtable *t, int fd)
         return NULL;
     }
     if (fd >= t->cap) {
-        int ncap = t->cap ? t->cap : 64;
+        /* Grow only for an open fd: a bogus huge number must not make us
+         * allocate gigabytes (the poller would refuse it anyway). */
+        if (fcntl(fd, F_GETFD) < 0) {
+            return NULL;
+        }
+        int64_t ncap = t->cap ? t->cap : 64;
         while (ncap <= fd) {
             ncap *= 2;
         }
-        aloop_fdslot *n = PyMem_RawRealloc(t->slots, ncap * sizeof(*n));
+        aloop_fdslot *n = PyMem_RawRealloc(t->slots, (size_t)ncap * sizeof(*n));
         if (n == NULL) {
             return NULL;
         }
         memset(n + t->cap, 0, (size_t)(ncap - t->cap) * sizeof(*n));
         t->slots = n;
-        t->cap = ncap;
+        t->cap = (int)(ncap > INT32_MAX ? INT32_MAX : ncap);
     }
     return &t->slots[fd];
 }

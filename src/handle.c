@@ -27,11 +27,40 @@ handle_copy_source_traceback(LoopObj *loop)
     return PyObject_CallOneArg(loop->state->extract_stack, (PyObject *)frame);
 }
 
+#ifndef ALOOP_NO_FREELIST
+#define HANDLE_FREELIST_MAX 1024
+#endif
+
+static HandleObj *
+handle_obj_alloc(aloop_state *st, PyTypeObject *tp)
+{
+#ifndef ALOOP_NO_FREELIST
+    HandleObj *h = st->handle_freelist;
+    if (h != NULL) {
+        st->handle_freelist = (HandleObj *)h->callback;
+        st->handle_freelist_len--;
+        return (HandleObj *)PyObject_Init((PyObject *)h, tp); /* increfs tp */
+    }
+#endif
+    return PyObject_GC_New(HandleObj, tp);
+}
+
+void
+aloop_handle_freelist_clear(aloop_state *st)
+{
+    while (st->handle_freelist != NULL) {
+        HandleObj *h = st->handle_freelist;
+        st->handle_freelist = (HandleObj *)h->callback;
+        PyObject_GC_Del(h);
+    }
+    st->handle_freelist_len = 0;
+}
+
 static HandleObj *
 handle_alloc(PyTypeObject *tp, LoopObj *loop, PyObject *callback,
              PyObject *args, PyObject *context)
 {
-    HandleObj *h = PyObject_GC_New(HandleObj, tp);
+    HandleObj *h = handle_obj_alloc(loop->state, tp);
     if (h == NULL) {
         return NULL;
     }
@@ -429,6 +458,16 @@ HandleObj_dealloc(HandleObj *self)
     PyObject_ClearWeakRefs((PyObject *)self);
 #endif
     (void)HandleObj_clear(self);
+#ifndef ALOOP_NO_FREELIST
+    aloop_state *st = PyType_GetModuleState(tp);
+    if (st != NULL && st->handle_freelist_len < HANDLE_FREELIST_MAX) {
+        self->callback = (PyObject *)st->handle_freelist;
+        st->handle_freelist = self;
+        st->handle_freelist_len++;
+        Py_DECREF(tp);
+        return;
+    }
+#endif
     tp->tp_free(self);
     Py_DECREF(tp);
 }

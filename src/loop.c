@@ -181,12 +181,13 @@ aloop_loop_set_watcher(LoopObj *loop, int fd, uint32_t which, PyObject *obj,
                        aloop_event_fn fn, PyObject **old)
 {
     *old = NULL;
+    errno = 0;
     aloop_fdslot *slot = aloop_fdtable_ensure(&loop->fds, fd);
     if (slot == NULL) {
         if (obj == NULL && fn == NULL) {
             return 0; /* nothing to remove */
         }
-        return -ENOMEM;
+        return errno ? -errno : -ENOMEM;
     }
     aloop_watcher *w = (which == ALOOP_READ) ? &slot->reader : &slot->writer;
     aloop_watcher prev = *w;
@@ -417,6 +418,11 @@ loop_run_once(LoopObj *loop)
 
     int n;
     if (loop_poll(loop, timeout, &n) < 0 || loop_process_events(loop, n) < 0) {
+        return -1;
+    }
+    /* Like the eval loop between bytecodes: a spinning loop whose callbacks
+     * are all C stays interruptible (Ctrl-C, SIGALRM). */
+    if (PyErr_CheckSignals() < 0) {
         return -1;
     }
 
@@ -823,6 +829,60 @@ LoopObj_create_future(LoopObj *self, PyObject *Py_UNUSED(ignored))
     PyObject *args[1] = {(PyObject *)self};
     return PyObject_Vectorcall(self->state->Future, args, 0,
                                self->state->kwnames_loop);
+}
+
+/* create_task(coro, *, name=None, context=None).  Without a task factory
+ * and outside debug mode this is Task(coro, loop=self, name=..., context=...)
+ * as in BaseEventLoop.create_task; otherwise the stdlib's method runs, so
+ * factories and source-traceback trimming behave exactly as there. */
+static PyObject *
+LoopObj_create_task(LoopObj *self, PyObject *const *args, Py_ssize_t nargs,
+                    PyObject *kwnames)
+{
+    aloop_state *st = self->state;
+    PyObject *name = Py_None, *context = Py_None;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    bool fast = nargs == 1 && !self->debug;
+    for (Py_ssize_t i = 0; fast && i < nkw; i++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, i);
+        if (PyUnicode_CompareWithASCIIString(key, "name") == 0) {
+            name = args[nargs + i];
+        }
+        else if (PyUnicode_CompareWithASCIIString(key, "context") == 0) {
+            context = args[nargs + i];
+        }
+        else {
+            fast = false;
+        }
+    }
+    if (fast) {
+        if (aloop_loop_check_closed(self) < 0) {
+            return NULL;
+        }
+        PyObject *factory = PyObject_GetAttrString((PyObject *)self,
+                                                   "_task_factory");
+        if (factory == NULL) {
+            return NULL;
+        }
+        fast = factory == Py_None;
+        Py_DECREF(factory);
+    }
+    if (fast) {
+        PyObject *targs[4] = {args[0], (PyObject *)self, name, context};
+        return PyObject_Vectorcall(st->Task, targs, 1, st->kwnames_task);
+    }
+    /* BaseEventLoop.create_task(self, *args, **kwargs) */
+    PyObject *full[16];
+    if (nargs + nkw + 1 > (Py_ssize_t)(sizeof(full) / sizeof(full[0]))) {
+        PyErr_SetString(PyExc_TypeError, "create_task(): too many arguments");
+        return NULL;
+    }
+    full[0] = (PyObject *)self;
+    for (Py_ssize_t i = 0; i < nargs + nkw; i++) {
+        full[i + 1] = args[i];
+    }
+    return PyObject_Vectorcall(st->base_create_task, full, nargs + 1,
+                               kwnames);
 }
 
 static PyObject *
@@ -1238,6 +1298,8 @@ static PyMethodDef LoopObj_methods[] = {
     {"call_at", (PyCFunction)(void (*)(void))LoopObj_call_at, FASTCALL_KW,
      NULL},
     {"create_future", (PyCFunction)LoopObj_create_future, METH_NOARGS, NULL},
+    {"create_task", (PyCFunction)(void (*)(void))LoopObj_create_task,
+     FASTCALL_KW, NULL},
     {"_write_to_self", (PyCFunction)LoopObj__write_to_self, METH_NOARGS, NULL},
     {"_add_callback", (PyCFunction)LoopObj__add_callback, METH_O, NULL},
     {"_add_callback_signalsafe", (PyCFunction)LoopObj__add_callback_signalsafe,

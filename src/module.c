@@ -83,7 +83,10 @@ import_attr(const char *module, const char *name)
     X(str_timer_handle_cancelled)        \
     X(str_warning)                       \
     X(str_debug_log)                     \
-    X(kwnames_loop)
+    X(kwnames_loop)                      \
+    X(kwnames_task)                      \
+    X(Task)                              \
+    X(base_create_task)
 
 static int
 module_traverse(PyObject *mod, visitproc visit, void *arg)
@@ -105,6 +108,7 @@ module_clear(PyObject *mod)
     Py_CLEAR(st->LoopType);
     Py_CLEAR(st->HandleType);
     Py_CLEAR(st->TimerHandleType);
+    aloop_handle_freelist_clear(st);
 #define CLEAR(name) Py_CLEAR(st->name);
     STATE_OBJECTS(CLEAR)
 #undef CLEAR
@@ -162,12 +166,22 @@ module_exec(PyObject *mod)
     IMPORT(set_asyncgen_hooks, "sys", "set_asyncgen_hooks")
     IMPORT(weakset, "weakref", "WeakSet")
     IMPORT(weakvaluedict, "weakref", "WeakValueDictionary")
+    IMPORT(Task, "asyncio.tasks", "Task")
 #undef IMPORT
     st->sighandler_noop = PyObject_GetAttrString(mod, "_sighandler_noop");
     if (st->sighandler_noop == NULL ||
         (st->signal_module = PyImport_ImportModule("signal")) == NULL ||
         (st->empty_tuple = PyTuple_New(0)) == NULL ||
-        (st->kwnames_loop = PyTuple_Pack(1, st->str_loop)) == NULL) {
+        (st->kwnames_loop = PyTuple_Pack(1, st->str_loop)) == NULL ||
+        (st->kwnames_task = Py_BuildValue("(sss)", "loop", "name",
+                                          "context")) == NULL) {
+        return -1;
+    }
+    PyObject *base = import_attr("asyncio.base_events", "BaseEventLoop");
+    st->base_create_task = base ? PyObject_GetAttrString(base, "create_task")
+                                : NULL;
+    Py_XDECREF(base);
+    if (st->base_create_task == NULL) {
         return -1;
     }
     if (aloop_handle_setup_types(mod, st) < 0 ||
