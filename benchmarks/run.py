@@ -258,6 +258,18 @@ def render_table(workloads, loops, summaries, errors):
     return "\n".join(lines)
 
 
+def git_revision():
+    """The repository's commit, with "+dirty" if the work tree differs."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, text=True,
+                             capture_output=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "aloop"],
+                               cwd=ROOT, text=True, capture_output=True).stdout.strip()
+        return rev + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--child"]:
@@ -365,6 +377,7 @@ def main(argv=None):
     if args.json:
         doc = {
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "git": git_revision(),
             "python": sys.version,
             "platform": platform.platform(),
             "cpus": os.cpu_count(),

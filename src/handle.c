@@ -523,8 +523,10 @@ static PyType_Slot timerhandle_slots[] = {
     {0, NULL},
 };
 
-#define HANDLE_FLAGS                                                     \
-    (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE | \
+/* Not Py_TPFLAGS_IMMUTABLETYPE: the stdlib bases are mutable, and an
+ * immutable subclass of a mutable type is deprecated since 3.12. */
+#define HANDLE_FLAGS                         \
+    (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | \
      Py_TPFLAGS_DISALLOW_INSTANTIATION)
 
 static PyType_Spec handle_spec = {

@@ -784,6 +784,13 @@ LoopObj_call_later(LoopObj *self, PyObject *const *args, Py_ssize_t nargs,
     if (PyFloat_CheckExact(delay)) {
         when = aloop_loop_time() + PyFloat_AS_DOUBLE(delay);
     }
+    else if (PyLong_CheckExact(delay)) {
+        double d = PyLong_AsDouble(delay); /* OverflowError as float + int */
+        if (d == -1.0 && PyErr_Occurred()) {
+            return NULL;
+        }
+        when = aloop_loop_time() + d;
+    }
     else {
         /* float + delay, so odd types fail with the stdlib's message */
         PyObject *now = PyFloat_FromDouble(aloop_loop_time());
