@@ -271,6 +271,12 @@ loop_poll(LoopObj *loop, double timeout, int *nevents)
         if (PyErr_CheckSignals() < 0) {
             return -1;
         }
+        /* A handler may have queued work (asyncio.Runner's SIGINT handler
+         * uses call_soon_threadsafe): then waiting on would stall it. */
+        if (loop->ready.len || loop->stopping) {
+            *nevents = 0;
+            return 0;
+        }
         if (timeout >= 0) {
             timeout = deadline - aloop_loop_time();
             if (timeout < 0) {

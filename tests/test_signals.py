@@ -164,6 +164,41 @@ def test_signal_handler_as_signals_enum(loop):
     assert loop.remove_signal_handler(signal.SIGUSR2) is True
 
 
+def test_python_signal_handler_threadsafe_call_wakes_loop(loop):
+    # A plain Python signal handler (signal.signal, not the loop's) runs
+    # while the loop sleeps in its poll and calls call_soon_threadsafe():
+    # that must wake the loop (asyncio.Runner's SIGINT handling relies on
+    # it).  The watchdog thread only stops the loop if that did not happen.
+    watchdog_fired = threading.Event()
+    seen = []
+
+    def callback():
+        seen.append("late" if watchdog_fired.is_set() else "on-time")
+        loop.stop()
+
+    def py_handler(signum, frame):
+        loop.call_soon_threadsafe(callback)
+
+    def watchdog():
+        watchdog_fired.set()
+        loop.call_soon_threadsafe(loop.stop)
+
+    signal.signal(signal.SIGUSR1, py_handler)
+    far = loop.call_later(3600, lambda: None)
+    killer = threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGUSR1))
+    dog = threading.Timer(5, watchdog)
+    killer.start()
+    dog.start()
+    try:
+        loop.run_forever()
+    finally:
+        killer.join()
+        dog.cancel()
+        dog.join()
+        far.cancel()
+    assert seen == ["on-time"]
+
+
 # ---------------------------------------------------------------- removal
 
 
@@ -334,19 +369,23 @@ def test_keyboard_interrupt_in_run(loop_kind):
 KEYBOARD_INTERRUPT_DELAYED_CHILD = """
 import signal, threading
 
+late = threading.Event()
+
 async def main():
     loop = asyncio.get_running_loop()
     assert isinstance(loop, LOOP_CLASS), type(loop)
     # Sent from another thread while the loop sleeps in its poll.
     threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)).start()
+    # Long after the SIGINT and long before the sleep ends.
+    threading.Timer(5, late.set).start()
     try:
-        # The SIGINT must interrupt this sleep (Runner cancels the task);
-        # if the loop only notices it when the sleep ends, the sleep
-        # completes normally.
+        # Runner's SIGINT handler cancels this task and wakes the loop with
+        # call_soon_threadsafe: the sleep must be interrupted right away,
+        # not when it ends.
         await asyncio.sleep(10)
         print("sleep-completed", flush=True)
     except asyncio.CancelledError:
-        print("cancelled", flush=True)
+        print("cancelled-late" if late.is_set() else "cancelled", flush=True)
         raise
     finally:
         print("finally", flush=True)
