@@ -89,6 +89,11 @@ typedef struct {
      * sanitizer builds, where it would hide use-after-free. */
     HandleObj *handle_freelist;
     int handle_freelist_len;
+
+    /* Live object counters (_core._live_objects()): tests check they
+     * return to their start after loops and handles are gone. */
+    Py_ssize_t live_handles;
+    Py_ssize_t live_loops;
 } aloop_state;
 
 aloop_state *aloop_module_state_of_type(PyTypeObject *tp);

@@ -64,6 +64,7 @@ handle_alloc(PyTypeObject *tp, LoopObj *loop, PyObject *callback,
     if (h == NULL) {
         return NULL;
     }
+    loop->state->live_handles++;
     if (context == NULL || context == Py_None) {
         context = PyContext_CopyCurrent();
         if (context == NULL) {
@@ -458,9 +459,10 @@ HandleObj_dealloc(HandleObj *self)
     PyObject_ClearWeakRefs((PyObject *)self);
 #endif
     (void)HandleObj_clear(self);
-#ifndef ALOOP_NO_FREELIST
     aloop_state *st = PyType_GetModuleState(tp);
-    if (st != NULL && st->handle_freelist_len < HANDLE_FREELIST_MAX) {
+    st->live_handles--;
+#ifndef ALOOP_NO_FREELIST
+    if (st->handle_freelist_len < HANDLE_FREELIST_MAX) {
         self->callback = (PyObject *)st->handle_freelist;
         st->handle_freelist = self;
         st->handle_freelist_len++;

@@ -1086,6 +1086,9 @@ LoopObj_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     self->state = aloop_module_state_of_type(type);
+    if (self->state != NULL) {
+        self->state->live_loops++;
+    }
     self->poller.epfd = -1;
     self->wakeup_fd = -1;
     self->sig_rfd = self->sig_wfd = -1;
@@ -1214,6 +1217,9 @@ LoopObj_dealloc(LoopObj *self)
         close(self->sig_wfd);
     }
     PyMem_RawFree(self->events);
+    if (self->state != NULL) {
+        self->state->live_loops--;
+    }
     tp->tp_free(self);
     Py_DECREF(tp);
 }

@@ -32,7 +32,17 @@ aloop_sighandler_noop(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *
+aloop_live_objects(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    aloop_state *st = PyModule_GetState(module);
+    return Py_BuildValue("{snsn}", "handles", st->live_handles, "loops",
+                         st->live_loops);
+}
+
 static PyMethodDef aloop_module_methods[] = {
+    {"_live_objects", aloop_live_objects, METH_NOARGS,
+     "Counts of live Handle/TimerHandle and Loop objects (for leak tests)."},
     {"_sighandler_noop", aloop_sighandler_noop, METH_VARARGS, NULL},
     {NULL, NULL, 0, NULL},
 };

@@ -86,6 +86,8 @@ def child_env(kind, extra=None):
     """
     env = dict(os.environ)
     env["ALOOP_TEST_KIND"] = kind
+    if extra:
+        env.update(extra)
     if kind == "aloop":
         aloop = import_aloop()
         root = os.path.dirname(os.path.dirname(os.path.abspath(aloop.__file__)))
@@ -93,8 +95,6 @@ def child_env(kind, extra=None):
         if env.get("PYTHONPATH"):
             parts.append(env["PYTHONPATH"])
         env["PYTHONPATH"] = os.pathsep.join(parts)
-    if extra:
-        env.update(extra)
     return env
 
 

@@ -60,7 +60,7 @@ def test_slow_task_step_warning_names_task(loop, caplog):
         time.sleep(0.06)
 
     with caplog.at_level(logging.WARNING, logger="asyncio"):
-        run(loop, slow_coro())
+        loop.run_until_complete(slow_coro())
     messages = [r.getMessage() for r in caplog.records
                 if r.name == "asyncio" and "took" in r.getMessage()]
     assert any(m.startswith("Executing <Task ") and "slow_coro" in m
