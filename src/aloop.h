@@ -44,8 +44,10 @@ typedef struct {
     PyTypeObject *LoopType;
     PyTypeObject *HandleType;
     PyTypeObject *TimerHandleType;
+    PyTypeObject *SelectorViewType;
 
     PyObject *Future;                 /* asyncio.Future */
+    PyObject *SelectorKey;            /* selectors.SelectorKey */
     PyObject *set_running_loop;       /* asyncio.events._set_running_loop */
     PyObject *get_running_loop;       /* asyncio.events._get_running_loop */
     PyObject *format_callback_source; /* format_helpers._format_callback_source */
@@ -312,6 +314,8 @@ PyObject *aloop_errno_error(int neg_errno); /* sets OSError, returns NULL */
  * add_reader & co: Python-facing readiness API. */
 extern PyMethodDef aloop_loop_io_methods[];
 int aloop_fileobj_to_fd(PyObject *fileobj); /* -1 with ValueError */
+int aloop_loop_io_setup_types(PyObject *module, aloop_state *st);
+PyObject *aloop_loop_selector_view(LoopObj *loop); /* loop._selector */
 
 /* --------------------------------------------------------------- signals.c */
 extern PyMethodDef aloop_signal_methods[];

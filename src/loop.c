@@ -1269,7 +1269,14 @@ LoopObj_get_timer_cancelled_count(LoopObj *self, void *c)
     return PyLong_FromSsize_t(self->timer_cancelled_count);
 }
 
+static PyObject *
+LoopObj_get_selector(LoopObj *self, void *c)
+{
+    return aloop_loop_selector_view(self);
+}
+
 static PyGetSetDef LoopObj_getset[] = {
+    {"_selector", (getter)LoopObj_get_selector, NULL, NULL, NULL},
     {"_closed", (getter)LoopObj_getattr_closed, (setter)LoopObj_setattr_closed, NULL,
      NULL},
     {"_stopping", (getter)LoopObj_getattr_stopping, (setter)LoopObj_setattr_stopping,

@@ -286,6 +286,138 @@ LoopObj__ensure_fd_no_transport(LoopObj *self, PyObject *fd)
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------ loop._selector view
+ * The stdlib's own transports read loop._selector (e.g. the socket
+ * transport's __repr__ asks get_key(fd).events).  This read-only view
+ * answers get_key()/get_map() from the fd table with selectors.SelectorKey
+ * tuples whose data is (reader, writer), as BaseSelectorEventLoop's. */
+typedef struct {
+    PyObject_HEAD
+    LoopObj *loop; /* strong */
+} SelectorViewObj;
+
+static PyObject *
+selector_view_key(LoopObj *loop, int fd)
+{
+    aloop_fdslot *slot = aloop_fdtable_get(&loop->fds, fd);
+    if (slot == NULL || slot->mask == 0) {
+        return NULL;
+    }
+    PyObject *r = slot->reader.fn ? Py_None : slot->reader.obj;
+    PyObject *w = slot->writer.fn ? Py_None : slot->writer.obj;
+    return PyObject_CallFunction(loop->state->SelectorKey, "iiI(OO)", fd, fd,
+                                 slot->mask, r ? r : Py_None,
+                                 w ? w : Py_None);
+}
+
+static PyObject *
+SelectorViewObj_get_key(SelectorViewObj *self, PyObject *fileobj)
+{
+    int fd = aloop_fileobj_to_fd(fileobj);
+    if (fd < 0) {
+        return NULL;
+    }
+    PyObject *key = selector_view_key(self->loop, fd);
+    if (key == NULL && !PyErr_Occurred()) {
+        PyErr_Format(PyExc_KeyError, "%R is not registered", fileobj);
+    }
+    return key;
+}
+
+static PyObject *
+SelectorViewObj_get_map(SelectorViewObj *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *map = PyDict_New();
+    for (int fd = 0; map != NULL && fd < self->loop->fds.cap; fd++) {
+        PyObject *key = selector_view_key(self->loop, fd);
+        if (key == NULL) {
+            if (PyErr_Occurred()) {
+                Py_CLEAR(map);
+            }
+            continue;
+        }
+        PyObject *k = PyLong_FromLong(fd);
+        if (k == NULL || PyDict_SetItem(map, k, key) < 0) {
+            Py_CLEAR(map);
+        }
+        Py_XDECREF(k);
+        Py_DECREF(key);
+    }
+    return map;
+}
+
+static int
+SelectorViewObj_traverse(SelectorViewObj *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->loop);
+    return 0;
+}
+
+static int
+SelectorViewObj_clear(SelectorViewObj *self)
+{
+    Py_CLEAR(self->loop);
+    return 0;
+}
+
+static void
+SelectorViewObj_dealloc(SelectorViewObj *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    (void)SelectorViewObj_clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef SelectorViewObj_methods[] = {
+    {"get_key", (PyCFunction)SelectorViewObj_get_key, METH_O, NULL},
+    {"get_map", (PyCFunction)SelectorViewObj_get_map, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot selector_view_slots[] = {
+    {Py_tp_dealloc, SelectorViewObj_dealloc},
+    {Py_tp_traverse, SelectorViewObj_traverse},
+    {Py_tp_clear, SelectorViewObj_clear},
+    {Py_tp_methods, SelectorViewObj_methods},
+    {0, NULL},
+};
+
+static PyType_Spec selector_view_spec = {
+    .name = "aloop._core.SelectorView",
+    .basicsize = sizeof(SelectorViewObj),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
+             Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = selector_view_slots,
+};
+
+int
+aloop_loop_io_setup_types(PyObject *module, aloop_state *st)
+{
+    st->SelectorViewType = (PyTypeObject *)PyType_FromModuleAndSpec(
+        module, &selector_view_spec, NULL);
+    return st->SelectorViewType ? 0 : -1;
+}
+
+/* loop._selector: the view, or None once the loop is closed. */
+PyObject *
+aloop_loop_selector_view(LoopObj *loop)
+{
+    if (loop->closed) {
+        Py_RETURN_NONE;
+    }
+    SelectorViewObj *v =
+        PyObject_GC_New(SelectorViewObj, loop->state->SelectorViewType);
+    if (v == NULL) {
+        return NULL;
+    }
+    v->loop = (LoopObj *)Py_NewRef((PyObject *)loop);
+    PyObject_GC_Track(v);
+    return (PyObject *)v;
+}
+
 PyMethodDef aloop_loop_io_methods[] = {
     {"add_reader", (PyCFunction)(void (*)(void))LoopObj_add_reader,
      METH_FASTCALL, NULL},

@@ -61,6 +61,7 @@ import_attr(const char *module, const char *name)
 
 #define STATE_OBJECTS(X)                 \
     X(Future)                            \
+    X(SelectorKey)                       \
     X(set_running_loop)                  \
     X(get_running_loop)                  \
     X(format_callback_source)            \
@@ -105,6 +106,7 @@ module_traverse(PyObject *mod, visitproc visit, void *arg)
     Py_VISIT(st->LoopType);
     Py_VISIT(st->HandleType);
     Py_VISIT(st->TimerHandleType);
+    Py_VISIT(st->SelectorViewType);
 #define VISIT(name) Py_VISIT(st->name);
     STATE_OBJECTS(VISIT)
 #undef VISIT
@@ -118,6 +120,7 @@ module_clear(PyObject *mod)
     Py_CLEAR(st->LoopType);
     Py_CLEAR(st->HandleType);
     Py_CLEAR(st->TimerHandleType);
+    Py_CLEAR(st->SelectorViewType);
     aloop_handle_freelist_clear(st);
 #define CLEAR(name) Py_CLEAR(st->name);
     STATE_OBJECTS(CLEAR)
@@ -163,6 +166,7 @@ module_exec(PyObject *mod)
         return -1;                                             \
     }
     IMPORT(Future, "asyncio.futures", "Future")
+    IMPORT(SelectorKey, "selectors", "SelectorKey")
     IMPORT(set_running_loop, "asyncio.events", "_set_running_loop")
     IMPORT(get_running_loop, "asyncio.events", "_get_running_loop")
     IMPORT(format_callback_source, "asyncio.format_helpers",
@@ -195,6 +199,7 @@ module_exec(PyObject *mod)
         return -1;
     }
     if (aloop_handle_setup_types(mod, st) < 0 ||
+        aloop_loop_io_setup_types(mod, st) < 0 ||
         aloop_loop_setup_types(mod, st) < 0) {
         return -1;
     }
