@@ -8,6 +8,7 @@ asyncio.new_event_loop() and asyncio.get_event_loop() in the program all
 give aloop loops.  The program then runs as `python script.py` would run
 it: as __main__, with sys.argv[0] its path and the rest its arguments.
 """
+import os
 import runpy
 import sys
 
@@ -47,6 +48,10 @@ def main(argv=None):
                              + USAGE)
             return 2
         sys.argv = argv
+        # As `python script.py`: the script's directory replaces the cwd
+        # entry `python -m` put first (run_path handles dirs and zips).
+        if os.path.isfile(argv[0]):
+            sys.path[0] = os.path.dirname(os.path.abspath(argv[0]))
         runpy.run_path(argv[0], run_name="__main__")
     return 0
 
