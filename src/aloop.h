@@ -46,21 +46,22 @@ typedef struct {
     PyTypeObject *TimerHandleType;
     PyTypeObject *SelectorViewType;
 
-    PyObject *Future;                 /* asyncio.Future */
-    PyObject *SelectorKey;            /* selectors.SelectorKey */
-    PyObject *set_running_loop;       /* asyncio.events._set_running_loop */
-    PyObject *get_running_loop;       /* asyncio.events._get_running_loop */
-    PyObject *format_callback_source; /* format_helpers._format_callback_source */
-    PyObject *extract_stack;          /* format_helpers.extract_stack */
-    PyObject *format_handle;          /* base_events._format_handle */
-    PyObject *logger;                 /* asyncio.log.logger */
-    PyObject *iscoroutine;            /* asyncio.coroutines.iscoroutine */
-    PyObject *iscoroutinefunction;    /* asyncio.coroutines.iscoroutinefunction */
-    PyObject *get_asyncgen_hooks;     /* sys.get_asyncgen_hooks */
-    PyObject *set_asyncgen_hooks;     /* sys.set_asyncgen_hooks */
-    PyObject *signal_module;          /* signal */
-    PyObject *weakset;                /* weakref.WeakSet */
-    PyObject *weakvaluedict;          /* weakref.WeakValueDictionary */
+    PyObject *Future;           /* asyncio.Future */
+    PyObject *SelectorKey;      /* selectors.SelectorKey */
+    PyObject *set_running_loop; /* asyncio.events._set_running_loop */
+    PyObject *get_running_loop; /* asyncio.events._get_running_loop */
+    PyObject
+        *format_callback_source;   /* format_helpers._format_callback_source */
+    PyObject *extract_stack;       /* format_helpers.extract_stack */
+    PyObject *format_handle;       /* base_events._format_handle */
+    PyObject *logger;              /* asyncio.log.logger */
+    PyObject *iscoroutine;         /* asyncio.coroutines.iscoroutine */
+    PyObject *iscoroutinefunction; /* asyncio.coroutines.iscoroutinefunction */
+    PyObject *get_asyncgen_hooks;  /* sys.get_asyncgen_hooks */
+    PyObject *set_asyncgen_hooks;  /* sys.set_asyncgen_hooks */
+    PyObject *signal_module;       /* signal */
+    PyObject *weakset;             /* weakref.WeakSet */
+    PyObject *weakvaluedict;       /* weakref.WeakValueDictionary */
     PyObject *empty_tuple;
     PyObject *sighandler_noop; /* the Python-level handler we install */
 
@@ -80,10 +81,10 @@ typedef struct {
     PyObject *str_cancelled_attr; /* "_cancelled" */
     PyObject *str_timer_handle_cancelled;
     PyObject *str_warning;
-    PyObject *str_debug_log; /* "debug" (logger method) */
-    PyObject *kwnames_loop;  /* ("loop",) */
-    PyObject *kwnames_task;  /* ("loop", "name", "context") */
-    PyObject *Task;          /* asyncio.tasks.Task */
+    PyObject *str_debug_log;    /* "debug" (logger method) */
+    PyObject *kwnames_loop;     /* ("loop",) */
+    PyObject *kwnames_task;     /* ("loop", "name", "context") */
+    PyObject *Task;             /* asyncio.tasks.Task */
     PyObject *base_create_task; /* BaseEventLoop.create_task (slow path) */
 
     /* Dead handles kept for reuse (linked through their `callback` field),
@@ -98,10 +99,11 @@ typedef struct {
     Py_ssize_t live_loops;
 } aloop_state;
 
-aloop_state *aloop_module_state_of_type(PyTypeObject *tp);
+aloop_state *
+aloop_module_state_of_type(PyTypeObject *tp);
 /* Log through asyncio's logger: level is "debug", "info", "warning"... */
-int aloop_log(aloop_state *st, const char *level, const char *fmt,
-              PyObject *arg);
+int
+aloop_log(aloop_state *st, const char *level, const char *fmt, PyObject *arg);
 
 /* ---------------------------------------------------------------- handle.c
  * HandleObj mirrors the layout of asyncio.Handle's and asyncio.TimerHandle's
@@ -111,40 +113,44 @@ int aloop_log(aloop_state *st, const char *level, const char *fmt,
  * The _cancelled/_scheduled/_when slots are shadowed by getsets that read
  * the C fields below. */
 struct HandleObj {
-    PyObject_HEAD
-    PyObject *args;             /* _args: tuple or None */
-    PyObject *callback;         /* _callback */
-    PyObject *cancelled_slot;   /* unused: see `cancelled` */
-    PyObject *context;          /* _context */
-    PyObject *loop;             /* _loop */
-    PyObject *repr;             /* _repr */
-    PyObject *source_traceback; /* _source_traceback */
+    PyObject_HEAD PyObject *args; /* _args: tuple or None */
+    PyObject *callback;           /* _callback */
+    PyObject *cancelled_slot;     /* unused: see `cancelled` */
+    PyObject *context;            /* _context */
+    PyObject *loop;               /* _loop */
+    PyObject *repr;               /* _repr */
+    PyObject *source_traceback;   /* _source_traceback */
 #if PY_VERSION_HEX < 0x030C0000
     PyObject *weakreflist; /* __weakref__ (3.12+ manages it) */
 #endif
     PyObject *scheduled_slot; /* TimerHandle slots, unused */
     PyObject *when_slot;
     /* aloop's own fields */
-    double when;   /* TimerHandle: deadline in loop.time() seconds */
-    uint64_t seq;  /* TimerHandle: tie breaker, FIFO among equal deadlines */
+    double when;  /* TimerHandle: deadline in loop.time() seconds */
+    uint64_t seq; /* TimerHandle: tie breaker, FIFO among equal deadlines */
     bool cancelled;
     bool scheduled; /* TimerHandle: in the loop's heap */
     bool is_timer;
 };
 
-int aloop_handle_setup_types(PyObject *module, aloop_state *st);
-void aloop_handle_freelist_clear(aloop_state *st);
+int
+aloop_handle_setup_types(PyObject *module, aloop_state *st);
+void
+aloop_handle_freelist_clear(aloop_state *st);
 /* New Handle; steals nothing.  args must be a tuple.  context may be NULL
  * (copy the current one). */
-HandleObj *aloop_handle_new(LoopObj *loop, PyObject *callback, PyObject *args,
-                            PyObject *context);
-HandleObj *aloop_timerhandle_new(LoopObj *loop, double when,
-                                 PyObject *callback, PyObject *args,
-                                 PyObject *context);
+HandleObj *
+aloop_handle_new(LoopObj *loop, PyObject *callback, PyObject *args,
+                 PyObject *context);
+HandleObj *
+aloop_timerhandle_new(LoopObj *loop, double when, PyObject *callback,
+                      PyObject *args, PyObject *context);
 /* Run the callback in its context.  Returns 0, or -1 with
  * KeyboardInterrupt/SystemExit (or a failure of the handler) set. */
-int aloop_handle_run(HandleObj *h);
-int aloop_handle_cancel(HandleObj *h);
+int
+aloop_handle_run(HandleObj *h);
+int
+aloop_handle_cancel(HandleObj *h);
 
 /* ---------------------------------------------------------------- readyq.c
  * Ring buffer of ready entries.  An entry is a Python handle (fn == NULL)
@@ -165,8 +171,9 @@ typedef struct {
     size_t len;
 } aloop_readyq;
 
-int aloop_readyq_push(aloop_readyq *q, PyObject *obj, aloop_event_fn fn,
-                      uint32_t events); /* takes a new reference to obj */
+int
+aloop_readyq_push(aloop_readyq *q, PyObject *obj, aloop_event_fn fn,
+                  uint32_t events); /* takes a new reference to obj */
 /* Pops the oldest entry; the caller receives the reference. */
 static inline aloop_ready_entry
 aloop_readyq_pop(aloop_readyq *q)
@@ -176,10 +183,14 @@ aloop_readyq_pop(aloop_readyq *q)
     q->len--;
     return e;
 }
-void aloop_readyq_clear(aloop_readyq *q);
-void aloop_readyq_shrink(aloop_readyq *q);
-void aloop_readyq_free(aloop_readyq *q);
-int aloop_readyq_traverse(aloop_readyq *q, visitproc visit, void *arg);
+void
+aloop_readyq_clear(aloop_readyq *q);
+void
+aloop_readyq_shrink(aloop_readyq *q);
+void
+aloop_readyq_free(aloop_readyq *q);
+int
+aloop_readyq_traverse(aloop_readyq *q, visitproc visit, void *arg);
 
 /* ------------------------------------------------------------- timerheap.c
  * Binary min-heap of TimerHandles keyed by (when, seq).  Owns one
@@ -190,17 +201,22 @@ typedef struct {
     size_t cap;
 } aloop_timerheap;
 
-int aloop_timerheap_push(aloop_timerheap *h, HandleObj *t);
-HandleObj *aloop_timerheap_pop(aloop_timerheap *h); /* reference moves out */
+int
+aloop_timerheap_push(aloop_timerheap *h, HandleObj *t);
+HandleObj *
+aloop_timerheap_pop(aloop_timerheap *h); /* reference moves out */
 static inline HandleObj *
 aloop_timerheap_peek(aloop_timerheap *h)
 {
     return h->len ? h->items[0] : NULL;
 }
 /* Drop cancelled handles (clearing their scheduled flag) and re-heapify. */
-void aloop_timerheap_compact(aloop_timerheap *h);
-void aloop_timerheap_clear(aloop_timerheap *h);
-int aloop_timerheap_traverse(aloop_timerheap *h, visitproc visit, void *arg);
+void
+aloop_timerheap_compact(aloop_timerheap *h);
+void
+aloop_timerheap_clear(aloop_timerheap *h);
+int
+aloop_timerheap_traverse(aloop_timerheap *h, visitproc visit, void *arg);
 
 /* ---------------------------------------------------------- poller_epoll.c
  * The only file that calls epoll_*.  Events are reported with the
@@ -216,15 +232,21 @@ typedef struct {
     int scratch_cap;
 } aloop_poller;
 
-int aloop_poller_open(aloop_poller *p);
-void aloop_poller_close(aloop_poller *p);
-int aloop_poller_add(aloop_poller *p, int fd, uint32_t mask);
-int aloop_poller_modify(aloop_poller *p, int fd, uint32_t mask);
-int aloop_poller_remove(aloop_poller *p, int fd);
+int
+aloop_poller_open(aloop_poller *p);
+void
+aloop_poller_close(aloop_poller *p);
+int
+aloop_poller_add(aloop_poller *p, int fd, uint32_t mask);
+int
+aloop_poller_modify(aloop_poller *p, int fd, uint32_t mask);
+int
+aloop_poller_remove(aloop_poller *p, int fd);
 /* Waits up to timeout_ms (-1: forever).  Returns the number of events or
  * -errno.  Call without the GIL. */
-int aloop_poller_wait(aloop_poller *p, aloop_poll_event *out, int max,
-                      int timeout_ms);
+int
+aloop_poller_wait(aloop_poller *p, aloop_poll_event *out, int max,
+                  int timeout_ms);
 
 /* --------------------------------------------------------------- fdtable.c
  * fd -> reader/writer.  A watcher is a Python Handle (fn == NULL) or an
@@ -253,14 +275,16 @@ aloop_fdtable_get(aloop_fdtable *t, int fd)
     return (fd >= 0 && fd < t->cap) ? &t->slots[fd] : NULL;
 }
 /* NULL (errno set) for a closed fd or no memory. */
-aloop_fdslot *aloop_fdtable_ensure(aloop_fdtable *t, int fd);
-void aloop_fdtable_clear(aloop_fdtable *t);
-int aloop_fdtable_traverse(aloop_fdtable *t, visitproc visit, void *arg);
+aloop_fdslot *
+aloop_fdtable_ensure(aloop_fdtable *t, int fd);
+void
+aloop_fdtable_clear(aloop_fdtable *t);
+int
+aloop_fdtable_traverse(aloop_fdtable *t, visitproc visit, void *arg);
 
 /* ------------------------------------------------------------------ loop.c */
 struct LoopObj {
-    PyObject_HEAD
-    aloop_state *state;
+    PyObject_HEAD aloop_state *state;
     PyObject *dict;
     PyObject *weakreflist;
 
@@ -292,33 +316,50 @@ struct LoopObj {
     bool debug;
 };
 
-int aloop_loop_setup_types(PyObject *module, aloop_state *st);
-double aloop_loop_time(void);
-int aloop_loop_check_closed(LoopObj *loop);
-int aloop_loop_check_thread(LoopObj *loop);
-int aloop_loop_check_callback(LoopObj *loop, PyObject *cb, const char *meth);
-int aloop_loop_push_handle(LoopObj *loop, PyObject *handle);
-int aloop_loop_call_exception_handler(LoopObj *loop, PyObject *context);
+int
+aloop_loop_setup_types(PyObject *module, aloop_state *st);
+double
+aloop_loop_time(void);
+int
+aloop_loop_check_closed(LoopObj *loop);
+int
+aloop_loop_check_thread(LoopObj *loop);
+int
+aloop_loop_is_coroutine(LoopObj *loop, PyObject *cb); /* -1/0/1 */
+int
+aloop_loop_check_callback(LoopObj *loop, PyObject *cb, const char *meth);
+int
+aloop_loop_push_handle(LoopObj *loop, PyObject *handle);
+int
+aloop_loop_call_exception_handler(LoopObj *loop, PyObject *context);
 /* Report the current exception through call_exception_handler with
  * `message`; KeyboardInterrupt/SystemExit are left set and -1 returned. */
-int aloop_loop_report_exception(LoopObj *loop, const char *message);
+int
+aloop_loop_report_exception(LoopObj *loop, const char *message);
 /* Add/remove an internal watcher (fn != NULL) or a Handle (fn == NULL).
  * Take a new reference to obj; the replaced watcher is returned as a new
  * reference in *old (may be NULL). */
-int aloop_loop_set_watcher(LoopObj *loop, int fd, uint32_t which,
-                           PyObject *obj, aloop_event_fn fn, PyObject **old);
-void aloop_loop_wakeup(LoopObj *loop);
-PyObject *aloop_errno_error(int neg_errno); /* sets OSError, returns NULL */
+int
+aloop_loop_set_watcher(LoopObj *loop, int fd, uint32_t which, PyObject *obj,
+                       aloop_event_fn fn, PyObject **old);
+void
+aloop_loop_wakeup(LoopObj *loop);
+PyObject *
+aloop_errno_error(int neg_errno); /* sets OSError, returns NULL */
 
 /* ------------------------------------------------------------------ loop_io.c
  * add_reader & co: Python-facing readiness API. */
 extern PyMethodDef aloop_loop_io_methods[];
-int aloop_fileobj_to_fd(PyObject *fileobj); /* -1 with ValueError */
-int aloop_loop_io_setup_types(PyObject *module, aloop_state *st);
-PyObject *aloop_loop_selector_view(LoopObj *loop); /* loop._selector */
+int
+aloop_fileobj_to_fd(PyObject *fileobj); /* -1 with ValueError */
+int
+aloop_loop_io_setup_types(PyObject *module, aloop_state *st);
+PyObject *
+aloop_loop_selector_view(LoopObj *loop); /* loop._selector */
 
 /* --------------------------------------------------------------- signals.c */
 extern PyMethodDef aloop_signal_methods[];
-void aloop_signals_close(LoopObj *loop); /* on loop close */
+void
+aloop_signals_close(LoopObj *loop); /* on loop close */
 
 #endif /* ALOOP_H */

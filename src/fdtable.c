@@ -6,11 +6,11 @@
  * calls the poller only when the mask changes.  Pure C: no Python calls
  * except the decrefs in clear(), which first detach the slots.
  */
-#include "aloop.h"
-
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+
+#include "aloop.h"
 
 aloop_fdslot *
 aloop_fdtable_ensure(aloop_fdtable *t, int fd)
@@ -28,7 +28,8 @@ aloop_fdtable_ensure(aloop_fdtable *t, int fd)
         while (ncap <= fd) {
             ncap *= 2;
         }
-        aloop_fdslot *n = PyMem_RawRealloc(t->slots, (size_t)ncap * sizeof(*n));
+        aloop_fdslot *n =
+            PyMem_RawRealloc(t->slots, (size_t)ncap * sizeof(*n));
         if (n == NULL) {
             return NULL;
         }

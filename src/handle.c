@@ -10,11 +10,10 @@
  * A handle owns a reference to its callback, args, context and loop until
  * it is cancelled (callback and args are then dropped, as in the stdlib).
  */
-#include "aloop.h"
-#include "compat.h"
-
 #include <stddef.h>
 
+#include "aloop.h"
+#include "compat.h"
 #include "structmember.h"
 
 static PyObject *
@@ -77,8 +76,7 @@ handle_alloc(PyTypeObject *tp, LoopObj *loop, PyObject *callback,
             Py_DECREF(h);
             return NULL;
         }
-    }
-    else {
+    } else {
         Py_INCREF(context);
     }
     h->args = Py_NewRef(args);
@@ -105,8 +103,7 @@ handle_alloc(PyTypeObject *tp, LoopObj *loop, PyObject *callback,
             Py_DECREF(h);
             return NULL;
         }
-    }
-    else {
+    } else {
         h->source_traceback = Py_NewRef(Py_None);
     }
     PyObject_GC_Track(h);
@@ -170,8 +167,7 @@ aloop_handle_cancel(HandleObj *h)
     bool debug;
     if (loop != NULL) {
         debug = loop->debug;
-    }
-    else {
+    } else {
         PyObject *r = PyObject_CallMethod(h->loop, "get_debug", NULL);
         if (r == NULL) {
             return -1;
@@ -233,8 +229,9 @@ handle_report(HandleObj *h, PyObject *exc)
     }
     if (h->source_traceback != NULL) {
         int truth = PyObject_IsTrue(h->source_traceback);
-        if (truth < 0 || (truth && PyDict_SetItem(ctx, st->str_source_traceback,
-                                                  h->source_traceback) < 0)) {
+        if (truth < 0 ||
+            (truth && PyDict_SetItem(ctx, st->str_source_traceback,
+                                     h->source_traceback) < 0)) {
             goto error;
         }
     }
@@ -275,15 +272,13 @@ aloop_handle_run(HandleObj *h)
     if (PyContext_CheckExact(ctx)) {
         if (PyContext_Enter(ctx) < 0) {
             res = NULL;
-        }
-        else {
+        } else {
             res = handle_call(cb, args);
             if (PyContext_Exit(ctx) < 0) {
                 Py_CLEAR(res);
             }
         }
-    }
-    else {
+    } else {
         PyObject *callargs = PySequence_Tuple(args);
         res = NULL;
         if (callargs != NULL) {
@@ -508,12 +503,9 @@ static PyGetSetDef TimerHandleObj_getset[] = {
 };
 
 static PyType_Slot handle_slots[] = {
-    {Py_tp_dealloc, HandleObj_dealloc},
-    {Py_tp_traverse, HandleObj_traverse},
-    {Py_tp_clear, HandleObj_clear},
-    {Py_tp_methods, HandleObj_methods},
-    {Py_tp_getset, HandleObj_getset},
-    {0, NULL},
+    {Py_tp_dealloc, HandleObj_dealloc}, {Py_tp_traverse, HandleObj_traverse},
+    {Py_tp_clear, HandleObj_clear},     {Py_tp_methods, HandleObj_methods},
+    {Py_tp_getset, HandleObj_getset},   {0, NULL},
 };
 
 static PyType_Slot timerhandle_slots[] = {
@@ -527,7 +519,7 @@ static PyType_Slot timerhandle_slots[] = {
 
 /* Not Py_TPFLAGS_IMMUTABLETYPE: the stdlib bases are mutable, and an
  * immutable subclass of a mutable type is deprecated since 3.12. */
-#define HANDLE_FLAGS                         \
+#define HANDLE_FLAGS                           \
     (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | \
      Py_TPFLAGS_DISALLOW_INSTANTIATION)
 
@@ -576,8 +568,8 @@ handle_check_layout(PyTypeObject *handle, PyTypeObject *timer)
         {"_when", offsetof(HandleObj, when_slot), true},
     };
     for (size_t i = 0; i < sizeof(expect) / sizeof(expect[0]); i++) {
-        Py_ssize_t off =
-            handle_slot_offset(expect[i].timer ? timer : handle, expect[i].name);
+        Py_ssize_t off = handle_slot_offset(expect[i].timer ? timer : handle,
+                                            expect[i].name);
         if (off != expect[i].offset) {
             PyErr_Format(PyExc_ImportError,
                          "aloop: asyncio.%s.%s is at offset %zd, expected "
@@ -624,8 +616,8 @@ aloop_handle_setup_types(PyObject *module, aloop_state *st)
     if (st->TimerHandleType == NULL) {
         goto done;
     }
-    if (PyModule_AddObjectRef(module, "Handle",
-                              (PyObject *)st->HandleType) < 0 ||
+    if (PyModule_AddObjectRef(module, "Handle", (PyObject *)st->HandleType) <
+            0 ||
         PyModule_AddObjectRef(module, "TimerHandle",
                               (PyObject *)st->TimerHandleType) < 0) {
         goto done;

@@ -14,9 +14,6 @@
  * (under the GIL) before the wait, so call_soon_threadsafe writes to the
  * eventfd exactly when the loop may be asleep.
  */
-#include "aloop.h"
-#include "compat.h"
-
 #include <errno.h>
 #include <math.h>
 #include <stddef.h>
@@ -24,9 +21,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "aloop.h"
+#include "compat.h"
 #include "structmember.h"
 
-/* ------------------------------------------------------------ small helpers */
+/* ------------------------------------------------------------ small helpers
+ */
 
 double
 aloop_loop_time(void)
@@ -70,8 +70,9 @@ aloop_loop_check_thread(LoopObj *loop)
     return 0;
 }
 
+/* coroutines.iscoroutine(cb) or coroutines.iscoroutinefunction(cb) */
 int
-aloop_loop_check_callback(LoopObj *loop, PyObject *cb, const char *meth)
+aloop_loop_is_coroutine(LoopObj *loop, PyObject *cb)
 {
     aloop_state *st = loop->state;
     PyObject *r = PyObject_CallOneArg(st->iscoroutine, cb);
@@ -82,6 +83,13 @@ aloop_loop_check_callback(LoopObj *loop, PyObject *cb, const char *meth)
         is_coro = r ? PyObject_IsTrue(r) : -1;
         Py_XDECREF(r);
     }
+    return is_coro;
+}
+
+int
+aloop_loop_check_callback(LoopObj *loop, PyObject *cb, const char *meth)
+{
+    int is_coro = aloop_loop_is_coroutine(loop, cb);
     if (is_coro < 0) {
         return -1;
     }
@@ -136,8 +144,7 @@ aloop_loop_push_handle(LoopObj *loop, PyObject *handle)
         if (((HandleObj *)handle)->cancelled) {
             return 0;
         }
-    }
-    else {
+    } else {
         PyObject *c =
             PyObject_GetAttr(handle, loop->state->str_cancelled_attr);
         int truth = c ? PyObject_IsTrue(c) : -1;
@@ -199,12 +206,10 @@ aloop_loop_set_watcher(LoopObj *loop, int fd, uint32_t which, PyObject *obj,
     if (mask != slot->mask) {
         if (slot->mask == 0) {
             rc = aloop_poller_add(&loop->poller, fd, mask);
-        }
-        else if (mask == 0) {
+        } else if (mask == 0) {
             /* The fd may already be closed: the kernel dropped it then. */
             (void)aloop_poller_remove(&loop->poller, fd);
-        }
-        else {
+        } else {
             rc = aloop_poller_modify(&loop->poller, fd, mask);
             if (rc == -ENOENT) {
                 rc = aloop_poller_add(&loop->poller, fd, mask);
@@ -251,14 +256,11 @@ loop_poll(LoopObj *loop, double timeout, int *nevents)
         if (ms == 0) {
             n = aloop_poller_wait(&loop->poller, loop->events,
                                   loop->events_cap, 0);
-        }
-        else {
+        } else {
             loop->polling = true;
-            Py_BEGIN_ALLOW_THREADS
-            n = aloop_poller_wait(&loop->poller, loop->events,
-                                  loop->events_cap, ms);
-            Py_END_ALLOW_THREADS
-            loop->polling = false;
+            Py_BEGIN_ALLOW_THREADS n = aloop_poller_wait(
+                &loop->poller, loop->events, loop->events_cap, ms);
+            Py_END_ALLOW_THREADS loop->polling = false;
         }
         if (n >= 0) {
             *nevents = n;
@@ -362,9 +364,9 @@ loop_run_debug(LoopObj *loop, HandleObj *h)
     if (fmt == NULL) {
         return -1;
     }
-    PyObject *r = PyObject_CallMethod(st->logger, "warning", "sOd",
-                                      "Executing %s took %.3f seconds", fmt,
-                                      dt);
+    PyObject *r =
+        PyObject_CallMethod(st->logger, "warning", "sOd",
+                            "Executing %s took %.3f seconds", fmt, dt);
     Py_DECREF(fmt);
     Py_XDECREF(r);
     return r ? 0 : -1;
@@ -377,25 +379,23 @@ loop_run_entry(LoopObj *loop, aloop_ready_entry e)
     int rc = 0;
     if (e.fn != NULL) {
         rc = e.fn(loop, e.obj, e.events);
-    }
-    else if (Py_IS_TYPE(e.obj, loop->state->HandleType) ||
-             Py_IS_TYPE(e.obj, loop->state->TimerHandleType)) {
+    } else if (Py_IS_TYPE(e.obj, loop->state->HandleType) ||
+               Py_IS_TYPE(e.obj, loop->state->TimerHandleType)) {
         HandleObj *h = (HandleObj *)e.obj;
         if (!h->cancelled) {
             rc = loop->debug ? loop_run_debug(loop, h) : aloop_handle_run(h);
         }
-    }
-    else {
+    } else {
         /* A foreign handle, e.g. from _add_callback: use its protocol. */
         PyObject *c = PyObject_GetAttr(e.obj, loop->state->str_cancelled_attr);
         int cancelled = c ? PyObject_IsTrue(c) : -1;
         Py_XDECREF(c);
         if (cancelled == 0) {
-            PyObject *r = PyObject_CallMethodNoArgs(e.obj, loop->state->str_run);
+            PyObject *r =
+                PyObject_CallMethodNoArgs(e.obj, loop->state->str_run);
             rc = r ? 0 : -1;
             Py_XDECREF(r);
-        }
-        else if (cancelled < 0) {
+        } else if (cancelled < 0) {
             rc = -1;
         }
     }
@@ -411,13 +411,11 @@ loop_run_once(LoopObj *loop)
     double timeout = -1;
     if (loop->ready.len || loop->stopping) {
         timeout = 0;
-    }
-    else if (loop->timers.len) {
+    } else if (loop->timers.len) {
         timeout = loop->timers.items[0]->when - aloop_loop_time();
         if (timeout > ALOOP_MAX_SELECT_TIMEOUT) {
             timeout = ALOOP_MAX_SELECT_TIMEOUT;
-        }
-        else if (!(timeout >= 0)) { /* negative or NaN */
+        } else if (!(timeout >= 0)) { /* negative or NaN */
             timeout = 0;
         }
     }
@@ -564,8 +562,7 @@ loop_run_forever_cleanup(LoopObj *loop)
             PyObject *mine = aloop_fetch_exception();
             PyException_SetContext(mine, pending);
             aloop_restore_exception(mine);
-        }
-        else {
+        } else {
             aloop_restore_exception(pending);
         }
     }
@@ -652,8 +649,7 @@ loop_parse_callback(const char *meth, const char *first, PyObject *const *args,
                          "%s() missing 2 required positional arguments: "
                          "'%s' and 'callback'",
                          meth, first);
-        }
-        else {
+        } else {
             PyErr_Format(PyExc_TypeError,
                          "%s() missing 1 required positional argument: "
                          "'callback'",
@@ -725,8 +721,8 @@ static PyObject *
 LoopObj_call_soon(LoopObj *self, PyObject *const *args, Py_ssize_t nargs,
                   PyObject *kwnames)
 {
-    return (PyObject *)loop_new_handle(self, "call_soon", args, nargs,
-                                       kwnames, true);
+    return (PyObject *)loop_new_handle(self, "call_soon", args, nargs, kwnames,
+                                       true);
 }
 
 static PyObject *
@@ -789,15 +785,13 @@ LoopObj_call_later(LoopObj *self, PyObject *const *args, Py_ssize_t nargs,
     }
     if (PyFloat_CheckExact(delay)) {
         when = aloop_loop_time() + PyFloat_AS_DOUBLE(delay);
-    }
-    else if (PyLong_CheckExact(delay)) {
+    } else if (PyLong_CheckExact(delay)) {
         double d = PyLong_AsDouble(delay); /* OverflowError as float + int */
         if (d == -1.0 && PyErr_Occurred()) {
             return NULL;
         }
         when = aloop_loop_time() + d;
-    }
-    else {
+    } else {
         /* float + delay, so odd types fail with the stdlib's message */
         PyObject *now = PyFloat_FromDouble(aloop_loop_time());
         PyObject *sum = now ? PyNumber_Add(now, delay) : NULL;
@@ -820,8 +814,8 @@ LoopObj_call_at(LoopObj *self, PyObject *const *args, Py_ssize_t nargs,
                 PyObject *kwnames)
 {
     PyObject *context;
-    if (loop_parse_callback("call_at", "when", args, nargs, kwnames, &context) <
-        0) {
+    if (loop_parse_callback("call_at", "when", args, nargs, kwnames,
+                            &context) < 0) {
         return NULL;
     }
     if (args[0] == Py_None) {
@@ -860,11 +854,9 @@ LoopObj_create_task(LoopObj *self, PyObject *const *args, Py_ssize_t nargs,
         PyObject *key = PyTuple_GET_ITEM(kwnames, i);
         if (PyUnicode_CompareWithASCIIString(key, "name") == 0) {
             name = args[nargs + i];
-        }
-        else if (PyUnicode_CompareWithASCIIString(key, "context") == 0) {
+        } else if (PyUnicode_CompareWithASCIIString(key, "context") == 0) {
             context = args[nargs + i];
-        }
-        else {
+        } else {
             fast = false;
         }
     }
@@ -872,8 +864,8 @@ LoopObj_create_task(LoopObj *self, PyObject *const *args, Py_ssize_t nargs,
         if (aloop_loop_check_closed(self) < 0) {
             return NULL;
         }
-        PyObject *factory = PyObject_GetAttrString((PyObject *)self,
-                                                   "_task_factory");
+        PyObject *factory =
+            PyObject_GetAttrString((PyObject *)self, "_task_factory");
         if (factory == NULL) {
             return NULL;
         }
@@ -894,8 +886,7 @@ LoopObj_create_task(LoopObj *self, PyObject *const *args, Py_ssize_t nargs,
     for (Py_ssize_t i = 0; i < nargs + nkw; i++) {
         full[i + 1] = args[i];
     }
-    return PyObject_Vectorcall(st->base_create_task, full, nargs + 1,
-                               kwnames);
+    return PyObject_Vectorcall(st->base_create_task, full, nargs + 1, kwnames);
 }
 
 static PyObject *
@@ -1026,7 +1017,8 @@ LoopObj_close(LoopObj *self, PyObject *Py_UNUSED(ignored))
     if (self->closed) {
         Py_RETURN_NONE;
     }
-    if (self->debug && aloop_log(st, "debug", "Close %r", (PyObject *)self) < 0) {
+    if (self->debug &&
+        aloop_log(st, "debug", "Close %r", (PyObject *)self) < 0) {
         return NULL;
     }
     self->closed = true;
@@ -1041,8 +1033,7 @@ LoopObj_close(LoopObj *self, PyObject *Py_UNUSED(ignored))
         PyObject_GetAttrString((PyObject *)self, "_default_executor");
     if (executor == NULL) {
         PyErr_Clear();
-    }
-    else if (executor != Py_None) {
+    } else if (executor != Py_None) {
         if (loop_set_attr_str(self, "_default_executor", Py_NewRef(Py_None)) <
             0) {
             Py_DECREF(executor);
@@ -1059,8 +1050,7 @@ LoopObj_close(LoopObj *self, PyObject *Py_UNUSED(ignored))
             return NULL;
         }
         Py_DECREF(r);
-    }
-    else {
+    } else {
         Py_DECREF(executor);
     }
     aloop_fdtable_clear(&self->fds);
@@ -1135,9 +1125,9 @@ LoopObj_init(LoopObj *self, PyObject *args, PyObject *kwds)
     }
     aloop_state *st = self->state;
     PyObject *coroutines = PyImport_ImportModule("asyncio.coroutines");
-    PyObject *dbg = coroutines ? PyObject_CallMethod(coroutines,
-                                                     "_is_debug_mode", NULL)
-                               : NULL;
+    PyObject *dbg =
+        coroutines ? PyObject_CallMethod(coroutines, "_is_debug_mode", NULL)
+                   : NULL;
     Py_XDECREF(coroutines);
     int debug = dbg ? PyObject_IsTrue(dbg) : -1;
     Py_XDECREF(dbg);
@@ -1147,7 +1137,8 @@ LoopObj_init(LoopObj *self, PyObject *args, PyObject *kwds)
     self->debug = debug;
     if (loop_set_attr_str(self, "_default_executor", Py_NewRef(Py_None)) < 0 ||
         loop_set_attr_str(self, "_internal_fds", PyLong_FromLong(0)) < 0 ||
-        loop_set_attr_str(self, "_exception_handler", Py_NewRef(Py_None)) < 0 ||
+        loop_set_attr_str(self, "_exception_handler", Py_NewRef(Py_None)) <
+            0 ||
         loop_set_attr_str(self, "_task_factory", Py_NewRef(Py_None)) < 0 ||
         loop_set_attr_str(self, "_coroutine_origin_tracking_enabled",
                           Py_NewRef(Py_False)) < 0 ||
@@ -1224,19 +1215,19 @@ LoopObj_dealloc(LoopObj *self)
     Py_DECREF(tp);
 }
 
-#define BOOL_GETSET(field)                                               \
-    static PyObject *LoopObj_getattr_##field(LoopObj *self, void *c)     \
-    {                                                                    \
-        return PyBool_FromLong(self->field);                             \
-    }                                                                    \
+#define BOOL_GETSET(field)                                                  \
+    static PyObject *LoopObj_getattr_##field(LoopObj *self, void *c)        \
+    {                                                                       \
+        return PyBool_FromLong(self->field);                                \
+    }                                                                       \
     static int LoopObj_setattr_##field(LoopObj *self, PyObject *v, void *c) \
-    {                                                                    \
-        int t = v ? PyObject_IsTrue(v) : 0;                           \
-        if (t < 0) {                                                  \
-            return -1;                                                \
-        }                                                             \
-        self->field = t;                                              \
-        return 0;                                                     \
+    {                                                                       \
+        int t = v ? PyObject_IsTrue(v) : 0;                                 \
+        if (t < 0) {                                                        \
+            return -1;                                                      \
+        }                                                                   \
+        self->field = t;                                                    \
+        return 0;                                                           \
     }
 BOOL_GETSET(closed)
 BOOL_GETSET(stopping)
@@ -1277,18 +1268,18 @@ LoopObj_get_selector(LoopObj *self, void *c)
 
 static PyGetSetDef LoopObj_getset[] = {
     {"_selector", (getter)LoopObj_get_selector, NULL, NULL, NULL},
-    {"_closed", (getter)LoopObj_getattr_closed, (setter)LoopObj_setattr_closed, NULL,
-     NULL},
-    {"_stopping", (getter)LoopObj_getattr_stopping, (setter)LoopObj_setattr_stopping,
+    {"_closed", (getter)LoopObj_getattr_closed, (setter)LoopObj_setattr_closed,
      NULL, NULL},
-    {"_debug", (getter)LoopObj_getattr_debug, (setter)LoopObj_setattr_debug, NULL,
-     NULL},
+    {"_stopping", (getter)LoopObj_getattr_stopping,
+     (setter)LoopObj_setattr_stopping, NULL, NULL},
+    {"_debug", (getter)LoopObj_getattr_debug, (setter)LoopObj_setattr_debug,
+     NULL, NULL},
     {"_thread_id", (getter)LoopObj_get_thread_id, NULL, NULL, NULL},
     {"_current_handle", (getter)LoopObj_get_current_handle, NULL, NULL, NULL},
     {"_signal_handlers", (getter)LoopObj_get_signal_handlers, NULL, NULL,
      NULL},
-    {"_timer_cancelled_count", (getter)LoopObj_get_timer_cancelled_count,
-     NULL, NULL, NULL},
+    {"_timer_cancelled_count", (getter)LoopObj_get_timer_cancelled_count, NULL,
+     NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -20,8 +20,7 @@ aloop_fileobj_to_fd(PyObject *fileobj)
         if (fd == -1 && PyErr_Occurred()) {
             return -1;
         }
-    }
-    else {
+    } else {
         PyObject *r = PyObject_CallMethod(fileobj, "fileno", NULL);
         PyObject *i = r ? PyNumber_Long(r) : NULL;
         Py_XDECREF(r);
@@ -61,8 +60,8 @@ loop_io_ensure_no_transport(LoopObj *loop, PyObject *fileobj)
     if (fd < 0) {
         return -1;
     }
-    PyObject *transports = PyObject_GetAttrString((PyObject *)loop,
-                                                  "_transports");
+    PyObject *transports =
+        PyObject_GetAttrString((PyObject *)loop, "_transports");
     if (transports == NULL) {
         return -1;
     }
@@ -90,8 +89,7 @@ loop_io_ensure_no_transport(LoopObj *loop, PyObject *fileobj)
             goto done;
         }
         transport = PyObject_CallNoArgs(ref); /* KeyedRef -> obj or None */
-    }
-    else {
+    } else {
         transport = PyObject_GetItem(transports, key);
         if (transport == NULL && PyErr_ExceptionMatches(PyExc_KeyError)) {
             PyErr_Clear();
@@ -168,7 +166,8 @@ loop_io_add(LoopObj *self, uint32_t which, const char *meth,
         return NULL;
     }
     PyObject *old = NULL;
-    int rc = aloop_loop_set_watcher(self, fd, which, (PyObject *)h, NULL, &old);
+    int rc =
+        aloop_loop_set_watcher(self, fd, which, (PyObject *)h, NULL, &old);
     if (rc < 0) {
         Py_DECREF(h);
         return aloop_errno_error(rc);
@@ -292,8 +291,7 @@ LoopObj__ensure_fd_no_transport(LoopObj *self, PyObject *fd)
  * answers get_key()/get_map() from the fd table with selectors.SelectorKey
  * tuples whose data is (reader, writer), as BaseSelectorEventLoop's. */
 typedef struct {
-    PyObject_HEAD
-    LoopObj *loop; /* strong */
+    PyObject_HEAD LoopObj *loop; /* strong */
 } SelectorViewObj;
 
 static PyObject *
@@ -306,8 +304,7 @@ selector_view_key(LoopObj *loop, int fd)
     PyObject *r = slot->reader.fn ? Py_None : slot->reader.obj;
     PyObject *w = slot->writer.fn ? Py_None : slot->writer.obj;
     return PyObject_CallFunction(loop->state->SelectorKey, "iiI(OO)", fd, fd,
-                                 slot->mask, r ? r : Py_None,
-                                 w ? w : Py_None);
+                                 slot->mask, r ? r : Py_None, w ? w : Py_None);
 }
 
 static PyObject *
@@ -431,7 +428,7 @@ PyMethodDef aloop_loop_io_methods[] = {
      METH_FASTCALL, NULL},
     {"_remove_reader", (PyCFunction)LoopObj__remove_reader, METH_O, NULL},
     {"_remove_writer", (PyCFunction)LoopObj__remove_writer, METH_O, NULL},
-    {"_ensure_fd_no_transport",
-     (PyCFunction)LoopObj__ensure_fd_no_transport, METH_O, NULL},
+    {"_ensure_fd_no_transport", (PyCFunction)LoopObj__ensure_fd_no_transport,
+     METH_O, NULL},
     {NULL, NULL, 0, NULL},
 };

@@ -138,9 +138,9 @@ static int
 module_exec(PyObject *mod)
 {
     aloop_state *st = PyModule_GetState(mod);
-#define INTERN(field, s)                                  \
+#define INTERN(field, s)                                       \
     if ((st->field = PyUnicode_InternFromString(s)) == NULL) { \
-        return -1;                                        \
+        return -1;                                             \
     }
     INTERN(str_call_exception_handler, "call_exception_handler")
     INTERN(str_message, "message")
@@ -153,17 +153,16 @@ module_exec(PyObject *mod)
     INTERN(str_finalizer, "finalizer")
     INTERN(str_asyncgen_firstiter_hook, "_asyncgen_firstiter_hook")
     INTERN(str_asyncgen_finalizer_hook, "_asyncgen_finalizer_hook")
-    INTERN(str_set_coroutine_origin_tracking,
-           "_set_coroutine_origin_tracking")
+    INTERN(str_set_coroutine_origin_tracking, "_set_coroutine_origin_tracking")
     INTERN(str_run, "_run")
     INTERN(str_cancelled_attr, "_cancelled")
     INTERN(str_timer_handle_cancelled, "_timer_handle_cancelled")
     INTERN(str_warning, "warning")
     INTERN(str_debug_log, "debug")
 #undef INTERN
-#define IMPORT(field, module, name)                            \
-    if ((st->field = import_attr(module, name)) == NULL) {     \
-        return -1;                                             \
+#define IMPORT(field, module, name)                        \
+    if ((st->field = import_attr(module, name)) == NULL) { \
+        return -1;                                         \
     }
     IMPORT(Future, "asyncio.futures", "Future")
     IMPORT(SelectorKey, "selectors", "SelectorKey")
@@ -187,13 +186,13 @@ module_exec(PyObject *mod)
         (st->signal_module = PyImport_ImportModule("signal")) == NULL ||
         (st->empty_tuple = PyTuple_New(0)) == NULL ||
         (st->kwnames_loop = PyTuple_Pack(1, st->str_loop)) == NULL ||
-        (st->kwnames_task = Py_BuildValue("(sss)", "loop", "name",
-                                          "context")) == NULL) {
+        (st->kwnames_task =
+             Py_BuildValue("(sss)", "loop", "name", "context")) == NULL) {
         return -1;
     }
     PyObject *base = import_attr("asyncio.base_events", "BaseEventLoop");
-    st->base_create_task = base ? PyObject_GetAttrString(base, "create_task")
-                                : NULL;
+    st->base_create_task =
+        base ? PyObject_GetAttrString(base, "create_task") : NULL;
     Py_XDECREF(base);
     if (st->base_create_task == NULL) {
         return -1;
@@ -223,7 +222,8 @@ static struct PyModuleDef aloop_module = {
     .m_free = module_free,
 };
 
-PyMODINIT_FUNC PyInit__core(void); /* the only exported symbol */
+PyMODINIT_FUNC
+PyInit__core(void); /* the only exported symbol */
 
 PyMODINIT_FUNC
 PyInit__core(void)

@@ -6,11 +6,11 @@
  * wakes writers, anything but EPOLLOUT wakes readers, so errors and hangups
  * reach both directions; the caller masks them with what it registered.
  */
-#include "aloop.h"
-
 #include <errno.h>
 #include <sys/epoll.h>
 #include <unistd.h>
+
+#include "aloop.h"
 
 int
 aloop_poller_open(aloop_poller *p)

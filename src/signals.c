@@ -9,13 +9,13 @@
  * _signal_handlers (dict signum -> Handle) is the stdlib's attribute.
  * Checks and messages are unix_events._UnixSelectorEventLoop's.
  */
-#include "aloop.h"
-#include "compat.h"
-
 #include <errno.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include "aloop.h"
+#include "compat.h"
 
 static PyObject *
 signals_call(LoopObj *loop, const char *name, const char *fmt, ...)
@@ -70,8 +70,7 @@ signals_translate_einval(PyObject *sig)
     if (e == EINVAL) {
         Py_DECREF(exc);
         PyErr_Format(PyExc_RuntimeError, "sig %S cannot be caught", sig);
-    }
-    else {
+    } else {
         aloop_restore_exception(exc);
     }
 }
@@ -105,15 +104,13 @@ signals_handle_one(LoopObj *loop, int signum)
     int rc = 0;
     if (handle == NULL) {
         rc = PyErr_Occurred() ? -1 : 0; /* assume a race, as the stdlib */
-    }
-    else if (Py_IS_TYPE(handle, loop->state->HandleType) &&
-             ((HandleObj *)handle)->cancelled) {
+    } else if (Py_IS_TYPE(handle, loop->state->HandleType) &&
+               ((HandleObj *)handle)->cancelled) {
         PyObject *r = PyObject_CallMethod((PyObject *)loop,
                                           "remove_signal_handler", "(O)", key);
         rc = r ? 0 : -1;
         Py_XDECREF(r);
-    }
-    else {
+    } else {
         rc = aloop_loop_push_handle(loop, handle);
     }
     Py_DECREF(key);
@@ -182,14 +179,7 @@ LoopObj_add_signal_handler(LoopObj *self, PyObject *const *args,
         return NULL;
     }
     PyObject *sig = args[0], *callback = args[1];
-    PyObject *r = PyObject_CallOneArg(st->iscoroutine, callback);
-    int is_coro = r ? PyObject_IsTrue(r) : -1;
-    Py_XDECREF(r);
-    if (is_coro == 0) {
-        r = PyObject_CallOneArg(st->iscoroutinefunction, callback);
-        is_coro = r ? PyObject_IsTrue(r) : -1;
-        Py_XDECREF(r);
-    }
+    int is_coro = aloop_loop_is_coroutine(self, callback);
     if (is_coro < 0) {
         return NULL;
     }
@@ -204,7 +194,7 @@ LoopObj_add_signal_handler(LoopObj *self, PyObject *const *args,
     }
     /* set_wakeup_fd() raises ValueError outside the main thread: calling it
      * first keeps other threads from adding handlers. */
-    r = signals_call(self, "set_wakeup_fd", "(i)", self->sig_wfd);
+    PyObject *r = signals_call(self, "set_wakeup_fd", "(i)", self->sig_wfd);
     if (r == NULL) {
         if (PyErr_ExceptionMatches(PyExc_ValueError) ||
             PyErr_ExceptionMatches(PyExc_OSError)) {
@@ -320,8 +310,7 @@ aloop_signals_close(LoopObj *loop)
                 Py_DECREF(r);
             }
             Py_XDECREF(sigs);
-        }
-        else {
+        } else {
             PyErr_WarnFormat(PyExc_ResourceWarning, 1,
                              "Closing the loop %R on interpreter shutdown "
                              "stage, skipping signal handlers removal",

@@ -116,8 +116,7 @@ aloop_timerheap_compact(aloop_timerheap *h)
         if (t->cancelled) {
             t->scheduled = false;
             dead[nd++] = t;
-        }
-        else {
+        } else {
             h->items[kept++] = t;
         }
     }
