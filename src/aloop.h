@@ -45,9 +45,18 @@ typedef struct {
     PyTypeObject *HandleType;
     PyTypeObject *TimerHandleType;
     PyTypeObject *SelectorViewType;
+    PyTypeObject *SockOpType;
 
-    PyObject *Future;           /* asyncio.Future */
-    PyObject *SelectorKey;      /* selectors.SelectorKey */
+    PyObject *Future;            /* asyncio.Future */
+    PyObject *SelectorKey;       /* selectors.SelectorKey */
+    PyObject *socket_type;       /* socket.socket */
+    PyObject *SSLSocket;         /* ssl.SSLSocket, or None */
+    PyObject *ipaddr_info;       /* base_events._ipaddr_info */
+    PyObject *base_sock_connect; /* BaseSelectorEventLoop.sock_connect */
+    PyObject *str_fileno;
+    PyObject *str_ensure_fd_no_transport;
+    PyObject *str_future_blocking; /* "_asyncio_future_blocking" */
+    PyObject *str_throw;
     PyObject *set_running_loop; /* asyncio.events._set_running_loop */
     PyObject *get_running_loop; /* asyncio.events._get_running_loop */
     PyObject
@@ -356,6 +365,11 @@ int
 aloop_loop_io_setup_types(PyObject *module, aloop_state *st);
 PyObject *
 aloop_loop_selector_view(LoopObj *loop); /* loop._selector */
+
+/* --------------------------------------------------------------- sockops.c */
+extern PyMethodDef aloop_sockops_methods[];
+int
+aloop_sockops_setup_types(PyObject *module, aloop_state *st);
 
 /* --------------------------------------------------------------- signals.c */
 extern PyMethodDef aloop_signal_methods[];

@@ -62,6 +62,14 @@ import_attr(const char *module, const char *name)
 #define STATE_OBJECTS(X)                 \
     X(Future)                            \
     X(SelectorKey)                       \
+    X(socket_type)                       \
+    X(SSLSocket)                         \
+    X(ipaddr_info)                       \
+    X(base_sock_connect)                 \
+    X(str_fileno)                        \
+    X(str_ensure_fd_no_transport)        \
+    X(str_future_blocking)               \
+    X(str_throw)                         \
     X(set_running_loop)                  \
     X(get_running_loop)                  \
     X(format_callback_source)            \
@@ -107,6 +115,7 @@ module_traverse(PyObject *mod, visitproc visit, void *arg)
     Py_VISIT(st->HandleType);
     Py_VISIT(st->TimerHandleType);
     Py_VISIT(st->SelectorViewType);
+    Py_VISIT(st->SockOpType);
 #define VISIT(name) Py_VISIT(st->name);
     STATE_OBJECTS(VISIT)
 #undef VISIT
@@ -121,6 +130,7 @@ module_clear(PyObject *mod)
     Py_CLEAR(st->HandleType);
     Py_CLEAR(st->TimerHandleType);
     Py_CLEAR(st->SelectorViewType);
+    Py_CLEAR(st->SockOpType);
     aloop_handle_freelist_clear(st);
 #define CLEAR(name) Py_CLEAR(st->name);
     STATE_OBJECTS(CLEAR)
@@ -159,6 +169,10 @@ module_exec(PyObject *mod)
     INTERN(str_timer_handle_cancelled, "_timer_handle_cancelled")
     INTERN(str_warning, "warning")
     INTERN(str_debug_log, "debug")
+    INTERN(str_fileno, "fileno")
+    INTERN(str_ensure_fd_no_transport, "_ensure_fd_no_transport")
+    INTERN(str_future_blocking, "_asyncio_future_blocking")
+    INTERN(str_throw, "throw")
 #undef INTERN
 #define IMPORT(field, module, name)                        \
     if ((st->field = import_attr(module, name)) == NULL) { \
@@ -166,6 +180,8 @@ module_exec(PyObject *mod)
     }
     IMPORT(Future, "asyncio.futures", "Future")
     IMPORT(SelectorKey, "selectors", "SelectorKey")
+    IMPORT(socket_type, "socket", "socket")
+    IMPORT(ipaddr_info, "asyncio.base_events", "_ipaddr_info")
     IMPORT(set_running_loop, "asyncio.events", "_set_running_loop")
     IMPORT(get_running_loop, "asyncio.events", "_get_running_loop")
     IMPORT(format_callback_source, "asyncio.format_helpers",
@@ -190,6 +206,20 @@ module_exec(PyObject *mod)
              Py_BuildValue("(sss)", "loop", "name", "context")) == NULL) {
         return -1;
     }
+    /* ssl may be missing from a Python build: then no socket is SSL. */
+    st->SSLSocket = import_attr("ssl", "SSLSocket");
+    if (st->SSLSocket == NULL) {
+        PyErr_Clear();
+        st->SSLSocket = Py_NewRef(Py_None);
+    }
+    PyObject *sel =
+        import_attr("asyncio.selector_events", "BaseSelectorEventLoop");
+    st->base_sock_connect =
+        sel ? PyObject_GetAttrString(sel, "sock_connect") : NULL;
+    Py_XDECREF(sel);
+    if (st->base_sock_connect == NULL) {
+        return -1;
+    }
     PyObject *base = import_attr("asyncio.base_events", "BaseEventLoop");
     st->base_create_task =
         base ? PyObject_GetAttrString(base, "create_task") : NULL;
@@ -199,6 +229,7 @@ module_exec(PyObject *mod)
     }
     if (aloop_handle_setup_types(mod, st) < 0 ||
         aloop_loop_io_setup_types(mod, st) < 0 ||
+        aloop_sockops_setup_types(mod, st) < 0 ||
         aloop_loop_setup_types(mod, st) < 0) {
         return -1;
     }

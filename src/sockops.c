@@ -1,0 +1,995 @@
+/* sockops.c -- loop.sock_recv & co: the socket operations in C.
+ *
+ * Each call returns a SockOp: a lazy, coroutine-like object (registered as
+ * collections.abc.Coroutine, so create_task/ensure_future accept it, with
+ * am_send for the Task's fast path).  Nothing happens until the first
+ * send(), where the stdlib's checks run in its order (SSL socket, debug
+ * non-blocking check), then the system call is tried at once: on success
+ * the result is returned without a Future or the poller.  On EAGAIN the
+ * fd must not belong to a live transport; the op then registers itself as
+ * the fd's internal reader or writer, yields a Future, and retries the
+ * call when the fd is ready.  The watcher is removed as soon as the op
+ * completes, and on throw()/close()/dealloc, which is how cancellation
+ * reaches it, so no data is consumed by a cancelled op.  A second op on
+ * the same fd replaces the first one's watcher, as _add_reader does in the
+ * stdlib (the first then waits until cancelled).
+ *
+ * Plain socket.socket objects use recv/recv_into/send on the fd directly;
+ * anything else (and every address-carrying call) goes through the
+ * socket's own methods, so subclasses and address parsing behave as in
+ * the stdlib.
+ */
+#include <errno.h>
+#include <sys/socket.h>
+
+#include "aloop.h"
+#include "compat.h"
+#include "structmember.h"
+
+typedef enum {
+    OP_RECV,
+    OP_RECV_INTO,
+    OP_RECVFROM,
+    OP_RECVFROM_INTO,
+    OP_SENDALL,
+    OP_SENDTO,
+    OP_ACCEPT,
+    OP_CONNECT,
+} sockop_kind;
+
+typedef enum {
+    OP_INIT,    /* not started: the first send() runs the op */
+    OP_WAITING, /* watcher registered, future yielded */
+    OP_DONE,
+} sockop_state;
+
+typedef struct {
+    PyObject_HEAD LoopObj *loop;
+    PyObject *sock;
+    PyObject *arg1;     /* n / buf / data / address, per kind */
+    PyObject *arg2;     /* recvfrom_into nbytes, sendto address */
+    PyObject *fut;      /* while waiting */
+    PyObject *delegate; /* sock_connect needing DNS: the stdlib coroutine */
+    Py_buffer view;     /* sendall: the data being sent */
+    Py_ssize_t pos;     /* sendall: bytes sent so far */
+    int fd;             /* registered fd while waiting, else -1 */
+    sockop_kind kind;
+    sockop_state state;
+} SockOpObj;
+
+static const char *const sockop_names[] = {
+    "sock_recv",    "sock_recv_into", "sock_recvfrom", "sock_recvfrom_into",
+    "sock_sendall", "sock_sendto",    "sock_accept",   "sock_connect",
+};
+
+static bool
+sockop_is_write(sockop_kind k)
+{
+    return k == OP_SENDALL || k == OP_SENDTO || k == OP_CONNECT;
+}
+
+static bool
+sockop_would_block(void)
+{
+    return PyErr_ExceptionMatches(PyExc_BlockingIOError) ||
+           PyErr_ExceptionMatches(PyExc_InterruptedError);
+}
+
+/* --------------------------------------------------------- the syscalls */
+
+/* Each try function returns 1 with *result set, 0 if it would block, or -1
+ * with an exception set. */
+
+static int
+sockop_fast_socket(SockOpObj *op)
+{
+    return Py_IS_TYPE(op->sock, (PyTypeObject *)op->loop->state->socket_type);
+}
+
+static int
+sockop_fileno(SockOpObj *op)
+{
+    PyObject *r =
+        PyObject_CallMethodNoArgs(op->sock, op->loop->state->str_fileno);
+    if (r == NULL) {
+        return -2;
+    }
+    long fd = PyLong_AsLong(r);
+    Py_DECREF(r);
+    if (fd == -1 && PyErr_Occurred()) {
+        return -2;
+    }
+    return (int)fd;
+}
+
+static int
+sockop_try_recv(SockOpObj *op, PyObject **result)
+{
+    Py_ssize_t n = PyLong_AsSsize_t(op->arg1);
+    if (n == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (!sockop_fast_socket(op)) {
+        PyObject *r = PyObject_CallMethod(op->sock, "recv", "n", n);
+        if (r == NULL) {
+            return sockop_would_block() ? (PyErr_Clear(), 0) : -1;
+        }
+        *result = r;
+        return 1;
+    }
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "negative buffersize in recv");
+        return -1;
+    }
+    int fd = sockop_fileno(op);
+    if (fd == -2) {
+        return -1;
+    }
+    PyObject *bytes = PyBytes_FromStringAndSize(NULL, n);
+    if (bytes == NULL) {
+        return -1;
+    }
+    ssize_t got;
+    do {
+        got = recv(fd, PyBytes_AS_STRING(bytes), (size_t)n, 0);
+    } while (got < 0 && errno == EINTR && PyErr_CheckSignals() == 0);
+    if (got < 0) {
+        Py_DECREF(bytes);
+        if (PyErr_Occurred()) {
+            return -1;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            return 0;
+        }
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    if (got != n && _PyBytes_Resize(&bytes, got) < 0) {
+        return -1;
+    }
+    *result = bytes;
+    return 1;
+}
+
+static int
+sockop_try_recv_into(SockOpObj *op, PyObject **result)
+{
+    if (!sockop_fast_socket(op)) {
+        PyObject *r =
+            PyObject_CallMethod(op->sock, "recv_into", "(O)", op->arg1);
+        if (r == NULL) {
+            return sockop_would_block() ? (PyErr_Clear(), 0) : -1;
+        }
+        *result = r;
+        return 1;
+    }
+    int fd = sockop_fileno(op);
+    if (fd == -2) {
+        return -1;
+    }
+    Py_buffer buf;
+    if (PyObject_GetBuffer(op->arg1, &buf, PyBUF_WRITABLE) < 0) {
+        return -1;
+    }
+    ssize_t got;
+    do {
+        got = recv(fd, buf.buf, (size_t)buf.len, 0);
+    } while (got < 0 && errno == EINTR && PyErr_CheckSignals() == 0);
+    int saved = errno;
+    PyBuffer_Release(&buf);
+    if (got < 0) {
+        if (PyErr_Occurred()) {
+            return -1;
+        }
+        if (saved == EAGAIN || saved == EWOULDBLOCK) {
+            return 0;
+        }
+        errno = saved;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    *result = PyLong_FromSsize_t(got);
+    return *result ? 1 : -1;
+}
+
+/* Send from op->view starting at op->pos until done or EAGAIN. */
+static int
+sockop_try_sendall(SockOpObj *op, PyObject **result)
+{
+    if (!sockop_fast_socket(op)) {
+        while (op->pos < op->view.len) {
+            PyObject *mv =
+                PyMemoryView_FromMemory((char *)op->view.buf + op->pos,
+                                        op->view.len - op->pos, PyBUF_READ);
+            PyObject *r =
+                mv ? PyObject_CallMethod(op->sock, "send", "(O)", mv) : NULL;
+            Py_XDECREF(mv);
+            if (r == NULL) {
+                return sockop_would_block() ? (PyErr_Clear(), 0) : -1;
+            }
+            Py_ssize_t n = PyLong_AsSsize_t(r);
+            Py_DECREF(r);
+            if (n == -1 && PyErr_Occurred()) {
+                return -1;
+            }
+            op->pos += n;
+        }
+        *result = Py_NewRef(Py_None);
+        return 1;
+    }
+    int fd = sockop_fileno(op);
+    if (fd == -2) {
+        return -1;
+    }
+    while (op->pos < op->view.len) {
+        ssize_t n = send(fd, (char *)op->view.buf + op->pos,
+                         (size_t)(op->view.len - op->pos), MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) {
+                if (PyErr_CheckSignals() < 0) {
+                    return -1;
+                }
+                continue;
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                return 0;
+            }
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        op->pos += n;
+    }
+    *result = Py_NewRef(Py_None);
+    return 1;
+}
+
+/* Calls through the socket's own methods (addresses, new sockets). */
+static int
+sockop_try_method(SockOpObj *op, PyObject **result, bool retry)
+{
+    PyObject *r;
+    switch (op->kind) {
+    case OP_RECVFROM:
+        r = PyObject_CallMethod(op->sock, "recvfrom", "(O)", op->arg1);
+        break;
+    case OP_RECVFROM_INTO:
+        r = PyObject_CallMethod(op->sock, "recvfrom_into", "OO", op->arg1,
+                                op->arg2);
+        break;
+    case OP_SENDTO:
+        /* The first try is sendto(data, address); retries pass flags. */
+        r = retry ? PyObject_CallMethod(op->sock, "sendto", "OiO", op->arg1, 0,
+                                        op->arg2)
+                  : PyObject_CallMethod(op->sock, "sendto", "OO", op->arg1,
+                                        op->arg2);
+        break;
+    case OP_ACCEPT:
+        r = PyObject_CallMethod(op->sock, "accept", NULL);
+        if (r != NULL) {
+            PyObject *s = PyObject_CallMethod(PyTuple_GET_ITEM(r, 0),
+                                              "setblocking", "(O)", Py_False);
+            if (s == NULL) {
+                Py_CLEAR(r);
+            }
+            Py_XDECREF(s);
+        }
+        break;
+    default:
+        PyErr_SetString(PyExc_SystemError, "aloop: bad sock op");
+        return -1;
+    }
+    if (r == NULL) {
+        return sockop_would_block() ? (PyErr_Clear(), 0) : -1;
+    }
+    *result = r;
+    return 1;
+}
+
+/* sock_connect: connect() once, then SO_ERROR when writable. */
+static int
+sockop_try_connect(SockOpObj *op, PyObject **result, bool retry)
+{
+    if (!retry) {
+        PyObject *r =
+            PyObject_CallMethod(op->sock, "connect", "(O)", op->arg1);
+        if (r == NULL) {
+            return sockop_would_block() ? (PyErr_Clear(), 0) : -1;
+        }
+        *result = r; /* None */
+        return 1;
+    }
+    PyObject *r = PyObject_CallMethod(op->sock, "getsockopt", "ii", SOL_SOCKET,
+                                      SO_ERROR);
+    if (r == NULL) {
+        return sockop_would_block() ? (PyErr_Clear(), 0) : -1;
+    }
+    long err = PyLong_AsLong(r);
+    Py_DECREF(r);
+    if (err == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (err != 0) {
+        PyObject *msg =
+            PyUnicode_FromFormat("Connect call failed %R", op->arg1);
+        if (msg != NULL) {
+            PyObject *exc =
+                PyObject_CallFunction(PyExc_OSError, "lO", err, msg);
+            if (exc != NULL) {
+                PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+                Py_DECREF(exc);
+            }
+            Py_DECREF(msg);
+        }
+        return -1;
+    }
+    *result = Py_NewRef(Py_None);
+    return 1;
+}
+
+static int
+sockop_try(SockOpObj *op, PyObject **result, bool retry)
+{
+    switch (op->kind) {
+    case OP_RECV:
+        return sockop_try_recv(op, result);
+    case OP_RECV_INTO:
+        return sockop_try_recv_into(op, result);
+    case OP_SENDALL:
+        return sockop_try_sendall(op, result);
+    case OP_CONNECT:
+        return sockop_try_connect(op, result, retry);
+    default:
+        return sockop_try_method(op, result, retry);
+    }
+}
+
+/* ------------------------------------------------------ waiting on the fd */
+
+static void
+sockop_unregister(SockOpObj *op)
+{
+    if (op->fd < 0) {
+        return;
+    }
+    int fd = op->fd;
+    op->fd = -1;
+    aloop_fdslot *slot = aloop_fdtable_get(&op->loop->fds, fd);
+    if (slot == NULL) {
+        return;
+    }
+    uint32_t which = sockop_is_write(op->kind) ? ALOOP_WRITE : ALOOP_READ;
+    aloop_watcher *w = which == ALOOP_READ ? &slot->reader : &slot->writer;
+    if (w->obj != (PyObject *)op) {
+        return; /* replaced by a later operation on the same fd */
+    }
+    PyObject *old = NULL;
+    (void)aloop_loop_set_watcher(op->loop, fd, which, NULL, NULL, &old);
+    Py_XDECREF(old); /* a reference to op, which the caller also holds */
+}
+
+static int
+sockop_call_fut(SockOpObj *op, const char *meth, PyObject *arg)
+{
+    PyObject *r = PyObject_CallMethod(op->fut, meth, "(O)", arg);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
+/* Internal watcher: the fd is ready for this op. */
+static int
+sockop_ready(LoopObj *loop, PyObject *owner, uint32_t events)
+{
+    SockOpObj *op = (SockOpObj *)owner;
+    if (op->state != OP_WAITING || op->fut == NULL) {
+        sockop_unregister(op);
+        return 0;
+    }
+    PyObject *done = PyObject_CallMethod(op->fut, "done", NULL);
+    int is_done = done ? PyObject_IsTrue(done) : -1;
+    Py_XDECREF(done);
+    if (is_done != 0) {
+        sockop_unregister(op);
+        return is_done < 0 ? aloop_loop_report_exception(
+                                 loop, "Exception in sock operation")
+                           : 0;
+    }
+    PyObject *result = NULL;
+    int rc = sockop_try(op, &result, true);
+    if (rc == 0) {
+        return 0; /* spurious wakeup: wait again */
+    }
+    sockop_unregister(op);
+    if (rc > 0) {
+        rc = sockop_call_fut(op, "set_result", result);
+        Py_DECREF(result);
+    } else {
+        if (aloop_error_is_fatal()) {
+            return -1;
+        }
+        PyObject *exc = aloop_fetch_exception();
+        rc = sockop_call_fut(op, "set_exception", exc);
+        Py_DECREF(exc);
+    }
+    return rc < 0 ? aloop_loop_report_exception(loop,
+                                                "Exception in sock operation")
+                  : 0;
+}
+
+/* EAGAIN on the first try: check the fd, register, make the future. */
+static int
+sockop_start_waiting(SockOpObj *op)
+{
+    aloop_state *st = op->loop->state;
+    int fd = sockop_fileno(op);
+    if (fd == -2) {
+        return -1;
+    }
+    PyObject *fdobj = PyLong_FromLong(fd);
+    if (fdobj == NULL) {
+        return -1;
+    }
+    PyObject *r = PyObject_CallMethodOneArg(
+        (PyObject *)op->loop, st->str_ensure_fd_no_transport, fdobj);
+    Py_DECREF(fdobj);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    if (aloop_loop_check_closed(op->loop) < 0) {
+        return -1;
+    }
+    PyObject *args[1] = {(PyObject *)op->loop};
+    op->fut = PyObject_Vectorcall(st->Future, args, 0, st->kwnames_loop);
+    if (op->fut == NULL) {
+        return -1;
+    }
+    uint32_t which = sockop_is_write(op->kind) ? ALOOP_WRITE : ALOOP_READ;
+    PyObject *old = NULL;
+    int rc = aloop_loop_set_watcher(op->loop, fd, which, (PyObject *)op,
+                                    sockop_ready, &old);
+    if (rc < 0) {
+        aloop_errno_error(rc);
+        return -1;
+    }
+    op->fd = fd;
+    op->state = OP_WAITING;
+    if (old != NULL && Py_IS_TYPE(old, st->HandleType)) {
+        /* A user reader/writer is replaced, as in the stdlib. */
+        rc = aloop_handle_cancel((HandleObj *)old);
+    }
+    Py_XDECREF(old);
+    return rc;
+}
+
+/* ---------------------------------------------------------- coroutine API */
+
+static int
+sockop_check_socket(SockOpObj *op)
+{
+    aloop_state *st = op->loop->state;
+    if (st->SSLSocket != Py_None) {
+        int is_ssl = PyObject_IsInstance(op->sock, st->SSLSocket);
+        if (is_ssl < 0) {
+            return -1;
+        }
+        if (is_ssl) {
+            PyErr_SetString(PyExc_TypeError,
+                            "Socket cannot be of type SSLSocket");
+            return -1;
+        }
+    }
+    if (op->loop->debug) {
+        PyObject *t = PyObject_CallMethod(op->sock, "gettimeout", NULL);
+        if (t == NULL) {
+            return -1;
+        }
+        int blocking = !(PyFloat_Check(t) && PyFloat_AS_DOUBLE(t) == 0.0) &&
+                       !(PyLong_Check(t) && PyLong_AsLong(t) == 0);
+        Py_DECREF(t);
+        if (blocking) {
+            PyErr_SetString(PyExc_ValueError,
+                            "the socket must be non-blocking");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* sock_connect on AF_INET/AF_INET6 resolves like _ensure_resolved(): a
+ * numeric address is used as is; anything else runs the stdlib's coroutine
+ * (which may call getaddrinfo in the executor). */
+static int
+sockop_prepare_connect(SockOpObj *op)
+{
+    aloop_state *st = op->loop->state;
+    PyObject *family = PyObject_GetAttrString(op->sock, "family");
+    if (family == NULL) {
+        return -1;
+    }
+    long fam = PyLong_AsLong(family);
+    Py_DECREF(family);
+    if (fam != AF_INET && fam != AF_INET6) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    PyObject *info = NULL;
+    if (PyTuple_Check(op->arg1) && PyTuple_GET_SIZE(op->arg1) >= 2) {
+        PyObject *type = PyObject_GetAttrString(op->sock, "type");
+        PyObject *proto = PyObject_GetAttrString(op->sock, "proto");
+        if (type == NULL || proto == NULL) {
+            Py_XDECREF(type);
+            Py_XDECREF(proto);
+            return -1;
+        }
+        Py_ssize_t n = PyTuple_GET_SIZE(op->arg1);
+        PyObject *args[8];
+        args[0] = PyTuple_GET_ITEM(op->arg1, 0);
+        args[1] = PyTuple_GET_ITEM(op->arg1, 1);
+        args[2] = PyLong_FromLong(fam);
+        args[3] = type;
+        args[4] = proto;
+        Py_ssize_t nargs = 5;
+        for (Py_ssize_t i = 2; i < n && nargs < 8; i++) {
+            args[nargs++] = PyTuple_GET_ITEM(op->arg1, i);
+        }
+        info = args[2]
+                   ? PyObject_Vectorcall(st->ipaddr_info, args, nargs, NULL)
+                   : NULL;
+        Py_XDECREF(args[2]);
+        Py_DECREF(type);
+        Py_DECREF(proto);
+        if (info == NULL) {
+            PyErr_Clear(); /* let the stdlib produce its own error */
+        }
+    }
+    if (info != NULL && info != Py_None) {
+        Py_SETREF(op->arg1, Py_NewRef(PyTuple_GET_ITEM(info, 4)));
+        Py_DECREF(info);
+        return 0;
+    }
+    Py_XDECREF(info);
+    PyObject *args[3] = {(PyObject *)op->loop, op->sock, op->arg1};
+    op->delegate = PyObject_Vectorcall(st->base_sock_connect, args, 3, NULL);
+    return op->delegate ? 0 : -1;
+}
+
+static PySendResult
+sockop_finish(SockOpObj *op, int rc, PyObject *result, PyObject **presult)
+{
+    op->state = OP_DONE;
+    if (op->kind == OP_SENDALL && op->view.obj != NULL) {
+        PyBuffer_Release(&op->view);
+    }
+    if (rc < 0) {
+        *presult = NULL;
+        return PYGEN_ERROR;
+    }
+    *presult = result;
+    return PYGEN_RETURN;
+}
+
+static PySendResult
+SockOpObj_am_send(SockOpObj *op, PyObject *arg, PyObject **presult)
+{
+    if (op->delegate != NULL) {
+        PySendResult r = PyIter_Send(op->delegate, arg, presult);
+        if (r != PYGEN_NEXT) {
+            op->state = OP_DONE;
+            Py_CLEAR(op->delegate);
+        }
+        return r;
+    }
+    PyObject *result = NULL;
+    int rc;
+    switch (op->state) {
+    case OP_INIT:
+        if (sockop_check_socket(op) < 0) {
+            return sockop_finish(op, -1, NULL, presult);
+        }
+        if (op->kind == OP_CONNECT) {
+            if (sockop_prepare_connect(op) < 0) {
+                return sockop_finish(op, -1, NULL, presult);
+            }
+            if (op->delegate != NULL) {
+                return SockOpObj_am_send(op, Py_None, presult);
+            }
+        }
+        if (op->kind == OP_SENDALL &&
+            PyObject_GetBuffer(op->arg1, &op->view, PyBUF_SIMPLE) < 0) {
+            return sockop_finish(op, -1, NULL, presult);
+        }
+        rc = sockop_try(op, &result, false);
+        if (rc != 0) {
+            return sockop_finish(op, rc, result, presult);
+        }
+        if (sockop_start_waiting(op) < 0) {
+            sockop_unregister(op);
+            return sockop_finish(op, -1, NULL, presult);
+        }
+        /* Yield the future to the Task, as Future.__await__ does. */
+        if (PyObject_SetAttr(op->fut, op->loop->state->str_future_blocking,
+                             Py_True) < 0) {
+            sockop_unregister(op);
+            return sockop_finish(op, -1, NULL, presult);
+        }
+        *presult = Py_NewRef(op->fut);
+        return PYGEN_NEXT;
+    case OP_WAITING: {
+        sockop_unregister(op);
+        PyObject *fut = op->fut;
+        op->fut = NULL;
+        result = PyObject_CallMethod(fut, "result", NULL);
+        Py_DECREF(fut);
+        return sockop_finish(op, result ? 1 : -1, result, presult);
+    }
+    default:
+        PyErr_SetString(PyExc_RuntimeError,
+                        "cannot reuse already awaited coroutine");
+        *presult = NULL;
+        return PYGEN_ERROR;
+    }
+}
+
+static PyObject *
+SockOpObj_send(SockOpObj *op, PyObject *arg)
+{
+    PyObject *result;
+    PySendResult r = SockOpObj_am_send(op, arg, &result);
+    if (r == PYGEN_RETURN) {
+        if (result == Py_None) {
+            PyErr_SetNone(PyExc_StopIteration);
+        } else {
+            PyObject *exc = PyObject_CallOneArg(PyExc_StopIteration, result);
+            if (exc != NULL) {
+                PyErr_SetObject(PyExc_StopIteration, exc);
+                Py_DECREF(exc);
+            }
+        }
+        Py_DECREF(result);
+        return NULL;
+    }
+    return r == PYGEN_NEXT ? result : NULL;
+}
+
+static PyObject *
+SockOpObj_iternext(SockOpObj *op)
+{
+    PyObject *result;
+    PySendResult r = SockOpObj_am_send(op, Py_None, &result);
+    if (r == PYGEN_RETURN) {
+        /* tp_iternext signals the return value through StopIteration */
+        if (result != Py_None) {
+            PyObject *exc = PyObject_CallOneArg(PyExc_StopIteration, result);
+            if (exc != NULL) {
+                PyErr_SetObject(PyExc_StopIteration, exc);
+                Py_DECREF(exc);
+            }
+        }
+        Py_DECREF(result);
+        return NULL;
+    }
+    return r == PYGEN_NEXT ? result : NULL;
+}
+
+/* throw(exc) -- how a Task delivers cancellation: stop waiting, raise. */
+static PyObject *
+SockOpObj_throw(SockOpObj *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "throw expected 1 to 3 arguments");
+        return NULL;
+    }
+    if (op->delegate != NULL) {
+        PyObject *r = PyObject_VectorcallMethod(
+            op->loop->state->str_throw,
+            (PyObject *[]){op->delegate, args[0], nargs > 1 ? args[1] : NULL,
+                           nargs > 2 ? args[2] : NULL},
+            nargs + 1, NULL);
+        if (r == NULL) {
+            op->state = OP_DONE;
+            Py_CLEAR(op->delegate);
+        }
+        return r;
+    }
+    sockop_unregister(op);
+    Py_CLEAR(op->fut);
+    op->state = OP_DONE;
+    if (op->view.obj != NULL) {
+        PyBuffer_Release(&op->view);
+    }
+    PyObject *typ = args[0];
+    PyObject *val = nargs > 1 ? args[1] : Py_None;
+    if (PyExceptionInstance_Check(typ)) {
+        PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
+    } else if (PyExceptionClass_Check(typ)) {
+        PyErr_SetObject(typ, val);
+    } else {
+        PyErr_SetString(PyExc_TypeError,
+                        "exceptions must be classes or instances deriving "
+                        "from BaseException");
+    }
+    return NULL;
+}
+
+static PyObject *
+SockOpObj_close(SockOpObj *op, PyObject *Py_UNUSED(ignored))
+{
+    if (op->delegate != NULL) {
+        PyObject *r = PyObject_CallMethod(op->delegate, "close", NULL);
+        Py_CLEAR(op->delegate);
+        op->state = OP_DONE;
+        return r;
+    }
+    sockop_unregister(op);
+    Py_CLEAR(op->fut);
+    op->state = OP_DONE;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+SockOpObj_await(SockOpObj *op)
+{
+    return Py_NewRef(op);
+}
+
+static PyObject *
+SockOpObj_repr(SockOpObj *op)
+{
+    return PyUnicode_FromFormat(
+        "<coroutine object BaseSelectorEventLoop.%s at %p>",
+        sockop_names[op->kind], op);
+}
+
+static int
+SockOpObj_traverse(SockOpObj *op, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(op));
+    Py_VISIT(op->loop);
+    Py_VISIT(op->sock);
+    Py_VISIT(op->arg1);
+    Py_VISIT(op->arg2);
+    Py_VISIT(op->fut);
+    Py_VISIT(op->delegate);
+    return 0;
+}
+
+static int
+SockOpObj_clear(SockOpObj *op)
+{
+    if (op->loop != NULL) {
+        sockop_unregister(op);
+    }
+    if (op->view.obj != NULL) {
+        PyBuffer_Release(&op->view);
+    }
+    Py_CLEAR(op->loop);
+    Py_CLEAR(op->sock);
+    Py_CLEAR(op->arg1);
+    Py_CLEAR(op->arg2);
+    Py_CLEAR(op->fut);
+    Py_CLEAR(op->delegate);
+    return 0;
+}
+
+static void
+SockOpObj_dealloc(SockOpObj *op)
+{
+    PyTypeObject *tp = Py_TYPE(op);
+    PyObject_GC_UnTrack(op);
+    (void)SockOpObj_clear(op);
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+/* The stdlib's coroutine names, for Task reprs and tracebacks. */
+static PyObject *
+SockOpObj_get_name(SockOpObj *op, void *closure)
+{
+    return PyUnicode_FromString(sockop_names[op->kind]);
+}
+
+static PyObject *
+SockOpObj_get_qualname(SockOpObj *op, void *closure)
+{
+    return PyUnicode_FromFormat("BaseSelectorEventLoop.%s",
+                                sockop_names[op->kind]);
+}
+
+static PyGetSetDef SockOpObj_getset[] = {
+    {"__name__", (getter)SockOpObj_get_name, NULL, NULL, NULL},
+    {"__qualname__", (getter)SockOpObj_get_qualname, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef SockOpObj_methods[] = {
+    {"send", (PyCFunction)SockOpObj_send, METH_O, NULL},
+    {"throw", (PyCFunction)(void (*)(void))SockOpObj_throw, METH_FASTCALL,
+     NULL},
+    {"close", (PyCFunction)SockOpObj_close, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot sockop_slots[] = {
+    {Py_tp_dealloc, SockOpObj_dealloc},
+    {Py_tp_traverse, SockOpObj_traverse},
+    {Py_tp_clear, SockOpObj_clear},
+    {Py_tp_methods, SockOpObj_methods},
+    {Py_tp_getset, SockOpObj_getset},
+    {Py_tp_iter, SockOpObj_await},
+    {Py_tp_iternext, SockOpObj_iternext},
+    {Py_tp_repr, SockOpObj_repr},
+    {Py_am_await, SockOpObj_await},
+    {Py_am_send, SockOpObj_am_send},
+    {0, NULL},
+};
+
+static PyType_Spec sockop_spec = {
+    .name = "aloop._core.SockOp",
+    .basicsize = sizeof(SockOpObj),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
+             Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = sockop_slots,
+};
+
+int
+aloop_sockops_setup_types(PyObject *module, aloop_state *st)
+{
+    st->SockOpType =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, &sockop_spec, NULL);
+    if (st->SockOpType == NULL) {
+        return -1;
+    }
+    /* asyncio.iscoroutine() accepts registered Coroutine subclasses. */
+    PyObject *abc = PyImport_ImportModule("collections.abc");
+    PyObject *coro = abc ? PyObject_GetAttrString(abc, "Coroutine") : NULL;
+    Py_XDECREF(abc);
+    PyObject *r =
+        coro ? PyObject_CallMethod(coro, "register", "(O)", st->SockOpType)
+             : NULL;
+    Py_XDECREF(coro);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
+/* --------------------------------------------------------- loop methods */
+
+static PyObject *
+sockop_new(LoopObj *loop, sockop_kind kind, PyObject *sock, PyObject *arg1,
+           PyObject *arg2)
+{
+    SockOpObj *op = PyObject_GC_New(SockOpObj, loop->state->SockOpType);
+    if (op == NULL) {
+        return NULL;
+    }
+    op->loop = (LoopObj *)Py_NewRef((PyObject *)loop);
+    op->sock = Py_NewRef(sock);
+    op->arg1 = Py_XNewRef(arg1);
+    op->arg2 = Py_XNewRef(arg2);
+    op->fut = NULL;
+    op->delegate = NULL;
+    op->view.obj = NULL;
+    op->pos = 0;
+    op->fd = -1;
+    op->kind = kind;
+    op->state = OP_INIT;
+    PyObject_GC_Track(op);
+    return (PyObject *)op;
+}
+
+static int
+sockop_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t min,
+             Py_ssize_t max)
+{
+    if (nargs < min || nargs > max) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() takes %zd to %zd arguments (%zd given)", name, min,
+                     max, nargs);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+LoopObj_sock_recv(LoopObj *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (sockop_nargs("sock_recv", nargs, 2, 2) < 0) {
+        return NULL;
+    }
+    return sockop_new(self, OP_RECV, args[0], args[1], NULL);
+}
+
+static PyObject *
+LoopObj_sock_recv_into(LoopObj *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (sockop_nargs("sock_recv_into", nargs, 2, 2) < 0) {
+        return NULL;
+    }
+    return sockop_new(self, OP_RECV_INTO, args[0], args[1], NULL);
+}
+
+static PyObject *
+LoopObj_sock_recvfrom(LoopObj *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (sockop_nargs("sock_recvfrom", nargs, 2, 2) < 0) {
+        return NULL;
+    }
+    return sockop_new(self, OP_RECVFROM, args[0], args[1], NULL);
+}
+
+static PyObject *
+LoopObj_sock_recvfrom_into(LoopObj *self, PyObject *const *args,
+                           Py_ssize_t nargs)
+{
+    if (sockop_nargs("sock_recvfrom_into", nargs, 2, 3) < 0) {
+        return NULL;
+    }
+    /* nbytes=0 means len(buf); resolved lazily like the stdlib. */
+    PyObject *nbytes = nargs > 2 ? args[2] : NULL;
+    PyObject *n = NULL;
+    int truth = nbytes ? PyObject_IsTrue(nbytes) : 0;
+    if (truth < 0) {
+        return NULL;
+    }
+    if (truth) {
+        n = Py_NewRef(nbytes);
+    } else {
+        Py_ssize_t len = PyObject_Length(args[1]);
+        if (len < 0) {
+            return NULL;
+        }
+        n = PyLong_FromSsize_t(len);
+        if (n == NULL) {
+            return NULL;
+        }
+    }
+    PyObject *op = sockop_new(self, OP_RECVFROM_INTO, args[0], args[1], n);
+    Py_DECREF(n);
+    return op;
+}
+
+static PyObject *
+LoopObj_sock_sendall(LoopObj *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (sockop_nargs("sock_sendall", nargs, 2, 2) < 0) {
+        return NULL;
+    }
+    return sockop_new(self, OP_SENDALL, args[0], args[1], NULL);
+}
+
+static PyObject *
+LoopObj_sock_sendto(LoopObj *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (sockop_nargs("sock_sendto", nargs, 3, 3) < 0) {
+        return NULL;
+    }
+    return sockop_new(self, OP_SENDTO, args[0], args[1], args[2]);
+}
+
+static PyObject *
+LoopObj_sock_accept(LoopObj *self, PyObject *sock)
+{
+    return sockop_new(self, OP_ACCEPT, sock, NULL, NULL);
+}
+
+static PyObject *
+LoopObj_sock_connect(LoopObj *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (sockop_nargs("sock_connect", nargs, 2, 2) < 0) {
+        return NULL;
+    }
+    return sockop_new(self, OP_CONNECT, args[0], args[1], NULL);
+}
+
+#define SOCKOP_FASTCALL(name) \
+    {#name, (PyCFunction)(void (*)(void))LoopObj_##name, METH_FASTCALL, NULL}
+
+PyMethodDef aloop_sockops_methods[] = {
+    SOCKOP_FASTCALL(sock_recv),
+    SOCKOP_FASTCALL(sock_recv_into),
+    SOCKOP_FASTCALL(sock_recvfrom),
+    SOCKOP_FASTCALL(sock_recvfrom_into),
+    SOCKOP_FASTCALL(sock_sendall),
+    SOCKOP_FASTCALL(sock_sendto),
+    SOCKOP_FASTCALL(sock_connect),
+    {"sock_accept", (PyCFunction)LoopObj_sock_accept, METH_O, NULL},
+    {NULL, NULL, 0, NULL},
+};
