@@ -160,8 +160,7 @@ def main():
             med[name] = statistics.median(vals)
         print(f"{phase:<22}{med['asyncio']:>13.3f}{med['aloop']:>12.3f}"
               f"{med['asyncio'] / med['aloop']:>9.2f}x")
-    print("\n(medians; the TCP phase still runs on the standard library's "
-          "Python socket transport over aloop's C core)")
+    print("\n(medians over the rounds; lower seconds is better)")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ typedef struct {
     PyTypeObject *TimerHandleType;
     PyTypeObject *SelectorViewType;
     PyTypeObject *SockOpType;
+    PyTypeObject *StreamType;
 
     PyObject *Future;            /* asyncio.Future */
     PyObject *SelectorKey;       /* selectors.SelectorKey */
@@ -57,6 +58,12 @@ typedef struct {
     PyObject *str_ensure_fd_no_transport;
     PyObject *str_future_blocking; /* "_asyncio_future_blocking" */
     PyObject *str_throw;
+    PyObject *BufferedProtocol;  /* asyncio.protocols.BufferedProtocol */
+    PyObject *TransportSocket;   /* asyncio.trsock.TransportSocket */
+    PyObject *set_nodelay;       /* base_events._set_nodelay */
+    PyObject *set_result_unless; /* futures._set_result_unless_cancelled */
+    PyObject *str_peername;
+    PyObject *str_send_raised;  /* "socket.send() raised exception." */
     PyObject *set_running_loop; /* asyncio.events._set_running_loop */
     PyObject *get_running_loop; /* asyncio.events._get_running_loop */
     PyObject
@@ -306,6 +313,8 @@ struct LoopObj {
     aloop_poll_event *events;
     int events_cap;
 
+    char *read_buf; /* 256 KiB scratch for stream reads, lazily */
+
     int wakeup_fd; /* eventfd for call_soon_threadsafe */
     bool polling;  /* inside (or about to enter) the poller wait */
     bool wakeup_pending;
@@ -370,6 +379,14 @@ aloop_loop_selector_view(LoopObj *loop); /* loop._selector */
 extern PyMethodDef aloop_sockops_methods[];
 int
 aloop_sockops_setup_types(PyObject *module, aloop_state *st);
+
+/* ---------------------------------------------------------------- stream.c */
+extern PyMethodDef aloop_stream_loop_methods[];
+int
+aloop_stream_setup_types(PyObject *module, aloop_state *st);
+PyObject *
+aloop_stream_new(LoopObj *loop, PyObject *sock, PyObject *protocol,
+                 PyObject *waiter, PyObject *extra, PyObject *server);
 
 /* --------------------------------------------------------------- signals.c */
 extern PyMethodDef aloop_signal_methods[];

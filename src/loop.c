@@ -1208,6 +1208,7 @@ LoopObj_dealloc(LoopObj *self)
         close(self->sig_wfd);
     }
     PyMem_RawFree(self->events);
+    PyMem_RawFree(self->read_buf);
     if (self->state != NULL) {
         self->state->live_loops--;
     }
@@ -1358,7 +1359,8 @@ aloop_loop_setup_types(PyObject *module, aloop_state *st)
     static PyMethodDef all[64];
     size_t n = 0;
     PyMethodDef *tables[] = {LoopObj_methods, aloop_loop_io_methods,
-                             aloop_signal_methods, aloop_sockops_methods};
+                             aloop_signal_methods, aloop_sockops_methods,
+                             aloop_stream_loop_methods};
     for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++) {
         for (PyMethodDef *m = tables[t]; m->ml_name != NULL; m++) {
             if (n + 1 >= sizeof(all) / sizeof(all[0])) {

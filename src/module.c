@@ -70,6 +70,12 @@ import_attr(const char *module, const char *name)
     X(str_ensure_fd_no_transport)        \
     X(str_future_blocking)               \
     X(str_throw)                         \
+    X(BufferedProtocol)                  \
+    X(TransportSocket)                   \
+    X(set_nodelay)                       \
+    X(set_result_unless)                 \
+    X(str_peername)                      \
+    X(str_send_raised)                   \
     X(set_running_loop)                  \
     X(get_running_loop)                  \
     X(format_callback_source)            \
@@ -116,6 +122,7 @@ module_traverse(PyObject *mod, visitproc visit, void *arg)
     Py_VISIT(st->TimerHandleType);
     Py_VISIT(st->SelectorViewType);
     Py_VISIT(st->SockOpType);
+    Py_VISIT(st->StreamType);
 #define VISIT(name) Py_VISIT(st->name);
     STATE_OBJECTS(VISIT)
 #undef VISIT
@@ -131,6 +138,7 @@ module_clear(PyObject *mod)
     Py_CLEAR(st->TimerHandleType);
     Py_CLEAR(st->SelectorViewType);
     Py_CLEAR(st->SockOpType);
+    Py_CLEAR(st->StreamType);
     aloop_handle_freelist_clear(st);
 #define CLEAR(name) Py_CLEAR(st->name);
     STATE_OBJECTS(CLEAR)
@@ -173,6 +181,8 @@ module_exec(PyObject *mod)
     INTERN(str_ensure_fd_no_transport, "_ensure_fd_no_transport")
     INTERN(str_future_blocking, "_asyncio_future_blocking")
     INTERN(str_throw, "throw")
+    INTERN(str_peername, "peername")
+    INTERN(str_send_raised, "socket.send() raised exception.")
 #undef INTERN
 #define IMPORT(field, module, name)                        \
     if ((st->field = import_attr(module, name)) == NULL) { \
@@ -181,6 +191,11 @@ module_exec(PyObject *mod)
     IMPORT(Future, "asyncio.futures", "Future")
     IMPORT(SelectorKey, "selectors", "SelectorKey")
     IMPORT(socket_type, "socket", "socket")
+    IMPORT(BufferedProtocol, "asyncio.protocols", "BufferedProtocol")
+    IMPORT(TransportSocket, "asyncio.trsock", "TransportSocket")
+    IMPORT(set_nodelay, "asyncio.base_events", "_set_nodelay")
+    IMPORT(set_result_unless, "asyncio.futures",
+           "_set_result_unless_cancelled")
     IMPORT(ipaddr_info, "asyncio.base_events", "_ipaddr_info")
     IMPORT(set_running_loop, "asyncio.events", "_set_running_loop")
     IMPORT(get_running_loop, "asyncio.events", "_get_running_loop")
@@ -230,6 +245,7 @@ module_exec(PyObject *mod)
     if (aloop_handle_setup_types(mod, st) < 0 ||
         aloop_loop_io_setup_types(mod, st) < 0 ||
         aloop_sockops_setup_types(mod, st) < 0 ||
+        aloop_stream_setup_types(mod, st) < 0 ||
         aloop_loop_setup_types(mod, st) < 0) {
         return -1;
     }
