@@ -47,6 +47,7 @@ typedef struct {
     PyTypeObject *SelectorViewType;
     PyTypeObject *SockOpType;
     PyTypeObject *StreamType;
+    PyTypeObject *AcceptorType;
 
     PyObject *Future;            /* asyncio.Future */
     PyObject *SelectorKey;       /* selectors.SelectorKey */
@@ -63,7 +64,9 @@ typedef struct {
     PyObject *set_nodelay;       /* base_events._set_nodelay */
     PyObject *set_result_unless; /* futures._set_result_unless_cancelled */
     PyObject *str_peername;
-    PyObject *str_send_raised;  /* "socket.send() raised exception." */
+    PyObject *str_send_raised;       /* "socket.send() raised exception." */
+    PyObject *ssl_handshake_timeout; /* asyncio.constants defaults */
+    PyObject *ssl_shutdown_timeout;
     PyObject *set_running_loop; /* asyncio.events._set_running_loop */
     PyObject *get_running_loop; /* asyncio.events._get_running_loop */
     PyObject
@@ -387,6 +390,17 @@ aloop_stream_setup_types(PyObject *module, aloop_state *st);
 PyObject *
 aloop_stream_new(LoopObj *loop, PyObject *sock, PyObject *protocol,
                  PyObject *waiter, PyObject *extra, PyObject *server);
+
+/* ---------------------------------------------------------------- server.c */
+extern PyMethodDef aloop_server_methods[];
+int
+aloop_server_setup_types(PyObject *module, aloop_state *st);
+
+/* -------------------------------------------------------------- sockaddr.c */
+struct sockaddr;
+/* New reference, or NULL without an exception for an unknown family. */
+PyObject *
+aloop_sockaddr_to_python(const struct sockaddr *sa, unsigned int len);
 
 /* --------------------------------------------------------------- signals.c */
 extern PyMethodDef aloop_signal_methods[];

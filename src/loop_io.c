@@ -121,16 +121,22 @@ done:
     return rc;
 }
 
+/* Drop a replaced or removed watcher: a Handle is cancelled, as the
+ * stdlib does; an internal owner (transport, acceptor, sock op) is just
+ * released. */
 static int
 loop_io_cancel_old(PyObject *old)
 {
     if (old == NULL) {
         return 0;
     }
-    PyObject *r = PyObject_CallMethod(old, "cancel", NULL);
+    aloop_state *st = (aloop_state *)PyType_GetModuleState(Py_TYPE(old));
+    int rc = 0;
+    if (st != NULL && Py_IS_TYPE(old, st->HandleType)) {
+        rc = aloop_handle_cancel((HandleObj *)old);
+    }
     Py_DECREF(old);
-    Py_XDECREF(r);
-    return r ? 0 : -1;
+    return rc;
 }
 
 /* _add_reader / _add_writer: args = (fd, callback, *args) */

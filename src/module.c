@@ -76,6 +76,8 @@ import_attr(const char *module, const char *name)
     X(set_result_unless)                 \
     X(str_peername)                      \
     X(str_send_raised)                   \
+    X(ssl_handshake_timeout)             \
+    X(ssl_shutdown_timeout)              \
     X(set_running_loop)                  \
     X(get_running_loop)                  \
     X(format_callback_source)            \
@@ -123,6 +125,7 @@ module_traverse(PyObject *mod, visitproc visit, void *arg)
     Py_VISIT(st->SelectorViewType);
     Py_VISIT(st->SockOpType);
     Py_VISIT(st->StreamType);
+    Py_VISIT(st->AcceptorType);
 #define VISIT(name) Py_VISIT(st->name);
     STATE_OBJECTS(VISIT)
 #undef VISIT
@@ -139,6 +142,7 @@ module_clear(PyObject *mod)
     Py_CLEAR(st->SelectorViewType);
     Py_CLEAR(st->SockOpType);
     Py_CLEAR(st->StreamType);
+    Py_CLEAR(st->AcceptorType);
     aloop_handle_freelist_clear(st);
 #define CLEAR(name) Py_CLEAR(st->name);
     STATE_OBJECTS(CLEAR)
@@ -191,6 +195,8 @@ module_exec(PyObject *mod)
     IMPORT(Future, "asyncio.futures", "Future")
     IMPORT(SelectorKey, "selectors", "SelectorKey")
     IMPORT(socket_type, "socket", "socket")
+    IMPORT(ssl_handshake_timeout, "asyncio.constants", "SSL_HANDSHAKE_TIMEOUT")
+    IMPORT(ssl_shutdown_timeout, "asyncio.constants", "SSL_SHUTDOWN_TIMEOUT")
     IMPORT(BufferedProtocol, "asyncio.protocols", "BufferedProtocol")
     IMPORT(TransportSocket, "asyncio.trsock", "TransportSocket")
     IMPORT(set_nodelay, "asyncio.base_events", "_set_nodelay")
@@ -246,6 +252,7 @@ module_exec(PyObject *mod)
         aloop_loop_io_setup_types(mod, st) < 0 ||
         aloop_sockops_setup_types(mod, st) < 0 ||
         aloop_stream_setup_types(mod, st) < 0 ||
+        aloop_server_setup_types(mod, st) < 0 ||
         aloop_loop_setup_types(mod, st) < 0) {
         return -1;
     }
