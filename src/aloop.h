@@ -67,6 +67,7 @@ typedef struct {
     PyObject *str_send_raised;       /* "socket.send() raised exception." */
     PyObject *ssl_handshake_timeout; /* asyncio.constants defaults */
     PyObject *ssl_shutdown_timeout;
+    PyObject *SSLProtocol;      /* asyncio.sslproto.SSLProtocol */
     PyObject *set_running_loop; /* asyncio.events._set_running_loop */
     PyObject *get_running_loop; /* asyncio.events._get_running_loop */
     PyObject

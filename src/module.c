@@ -78,6 +78,7 @@ import_attr(const char *module, const char *name)
     X(str_send_raised)                   \
     X(ssl_handshake_timeout)             \
     X(ssl_shutdown_timeout)              \
+    X(SSLProtocol)                       \
     X(set_running_loop)                  \
     X(get_running_loop)                  \
     X(format_callback_source)            \
@@ -197,6 +198,7 @@ module_exec(PyObject *mod)
     IMPORT(socket_type, "socket", "socket")
     IMPORT(ssl_handshake_timeout, "asyncio.constants", "SSL_HANDSHAKE_TIMEOUT")
     IMPORT(ssl_shutdown_timeout, "asyncio.constants", "SSL_SHUTDOWN_TIMEOUT")
+    IMPORT(SSLProtocol, "asyncio.sslproto", "SSLProtocol")
     IMPORT(BufferedProtocol, "asyncio.protocols", "BufferedProtocol")
     IMPORT(TransportSocket, "asyncio.trsock", "TransportSocket")
     IMPORT(set_nodelay, "asyncio.base_events", "_set_nodelay")

@@ -1559,7 +1559,68 @@ LoopObj__make_socket_transport(LoopObj *self, PyObject *args, PyObject *kw)
     return aloop_stream_new(self, sock, protocol, waiter, extra, server);
 }
 
+/* loop._make_ssl_transport(rawsock, protocol, sslcontext, waiter=None, *,
+ *     server_side=False, server_hostname=None, extra=None, server=None,
+ *     ssl_handshake_timeout=..., ssl_shutdown_timeout=...)
+ * The stdlib's sslproto.SSLProtocol over a C StreamTransport. */
+static PyObject *
+LoopObj__make_ssl_transport(LoopObj *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"rawsock",
+                             "protocol",
+                             "sslcontext",
+                             "waiter",
+                             "server_side",
+                             "server_hostname",
+                             "extra",
+                             "server",
+                             "ssl_handshake_timeout",
+                             "ssl_shutdown_timeout",
+                             NULL};
+    aloop_state *st = self->state;
+    PyObject *rawsock, *protocol, *sslcontext, *waiter = Py_None;
+    PyObject *server_side = Py_False, *server_hostname = Py_None;
+    PyObject *extra = Py_None, *server = Py_None;
+    PyObject *hs = st->ssl_handshake_timeout, *sd = st->ssl_shutdown_timeout;
+    if (!PyArg_ParseTupleAndKeywords(
+            args, kw, "OOO|O$OOOOOO:_make_ssl_transport", kwlist, &rawsock,
+            &protocol, &sslcontext, &waiter, &server_side, &server_hostname,
+            &extra, &server, &hs, &sd)) {
+        return NULL;
+    }
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *r = PyObject_CallMethodOneArg(
+        (PyObject *)self, st->str_ensure_fd_no_transport, rawsock);
+    if (r == NULL) {
+        return NULL;
+    }
+    Py_DECREF(r);
+#endif
+    PyObject *pargs = PyTuple_Pack(6, (PyObject *)self, protocol, sslcontext,
+                                   waiter, server_side, server_hostname);
+    PyObject *pkw = Py_BuildValue("{sOsO}", "ssl_handshake_timeout", hs,
+                                  "ssl_shutdown_timeout", sd);
+    PyObject *ssl_protocol =
+        (pargs && pkw) ? PyObject_Call(st->SSLProtocol, pargs, pkw) : NULL;
+    Py_XDECREF(pargs);
+    Py_XDECREF(pkw);
+    if (ssl_protocol == NULL) {
+        return NULL;
+    }
+    PyObject *transport =
+        aloop_stream_new(self, rawsock, ssl_protocol, Py_None, extra, server);
+    PyObject *app =
+        transport ? PyObject_GetAttrString(ssl_protocol, "_app_transport")
+                  : NULL;
+    Py_XDECREF(transport);
+    Py_DECREF(ssl_protocol);
+    return app;
+}
+
 PyMethodDef aloop_stream_loop_methods[] = {
+    {"_make_ssl_transport",
+     (PyCFunction)(void (*)(void))LoopObj__make_ssl_transport,
+     METH_VARARGS | METH_KEYWORDS, NULL},
     {"_make_socket_transport",
      (PyCFunction)(void (*)(void))LoopObj__make_socket_transport,
      METH_VARARGS | METH_KEYWORDS, NULL},
