@@ -15,6 +15,7 @@
 #include <Python.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <structmember.h>
 
 #if PY_VERSION_HEX < 0x030B0000
 #error "aloop needs CPython 3.11 or newer"
@@ -383,6 +384,95 @@ aloop_loop_selector_view(LoopObj *loop); /* loop._selector */
 extern PyMethodDef aloop_sockops_methods[];
 int
 aloop_sockops_setup_types(PyObject *module, aloop_state *st);
+
+/* ------------------------------------------------------------ transport.c
+ * What _SelectorTransport does, shared by the stream and datagram
+ * transports: every transport struct starts with ALOOP_TRANSPORT_HEAD
+ * (BaseTransport's _extra slot first) and gives its specifics in ops. */
+typedef struct TransportObj TransportObj;
+typedef struct {
+    aloop_event_fn read_ready;  /* internal reader of fd */
+    aloop_event_fn write_ready; /* internal writer of fd */
+    void (*clear_buffer)(TransportObj *t);
+    /* look up and cache the protocol's methods; 0 or -1 */
+    int (*set_protocol)(TransportObj *t, PyObject *protocol);
+    void (*clear_protocol)(TransportObj *t);
+    int (*traverse)(TransportObj *t, visitproc visit, void *arg);
+} aloop_transport_ops;
+
+#define ALOOP_TRANSPORT_HEAD                                                \
+    PyObject_HEAD PyObject *extra; /* BaseTransport._extra: stays first */  \
+    const aloop_transport_ops *ops;                                         \
+    LoopObj *loop; /* NULL once connection_lost ran (stdlib: _loop None) */ \
+    PyObject *sock;                                                         \
+    PyObject *protocol;                                                     \
+    PyObject *server;                                                       \
+    PyObject *empty_waiter;                                                 \
+    PyObject *waiter;   /* creator's waiter, until woken */                 \
+    PyObject *lost_exc; /* argument of the pending connection_lost */       \
+    PyObject *dict;                                                         \
+    PyObject *weakreflist;                                                  \
+    Py_ssize_t buffer_size; /* > 0 iff data is buffered */                  \
+    Py_ssize_t high_water;                                                  \
+    Py_ssize_t low_water;                                                   \
+    Py_ssize_t conn_lost;                                                   \
+    int fd;                                                                 \
+    bool protocol_connected;                                                \
+    bool closing;                                                           \
+    bool paused;                                                            \
+    bool eof;                                                               \
+    bool protocol_paused;
+
+struct TransportObj {
+    ALOOP_TRANSPORT_HEAD
+};
+
+extern PyMethodDef aloop_transport_methods[];
+extern PyGetSetDef aloop_transport_getset[];
+extern PyMemberDef aloop_transport_members[];
+/* Create a transport type over `base` (asyncio.Transport or
+ * DatagramTransport) with the shared methods plus `methods`. */
+PyTypeObject *
+aloop_transport_make_type(PyObject *module, PyType_Spec *spec, PyObject *base,
+                          PyMethodDef *methods, PyGetSetDef *getset);
+/* _SelectorTransport.__init__ plus the connection_made / start reading /
+ * waiter events.  `t` is freshly allocated and zeroed beyond its header. */
+int
+aloop_transport_init(TransportObj *t, const aloop_transport_ops *ops,
+                     LoopObj *loop, PyObject *sock, PyObject *protocol,
+                     PyObject *waiter, PyObject *extra, PyObject *server);
+int
+aloop_transport_watch(TransportObj *t, uint32_t which, bool on);
+int
+aloop_transport_call_handler(TransportObj *t, const char *message,
+                             PyObject *exc);
+int
+aloop_transport_force_close(TransportObj *t, PyObject *exc);
+int
+aloop_transport_fatal_error(TransportObj *t, PyObject *exc,
+                            const char *message);
+int
+aloop_transport_fatal_current(TransportObj *t, const char *message);
+int
+aloop_transport_fatal_errno(TransportObj *t, int err, const char *message);
+int
+aloop_transport_maybe_pause(TransportObj *t);
+int
+aloop_transport_maybe_resume(TransportObj *t);
+int
+aloop_transport_lost_writes(TransportObj *t); /* write after lost */
+PyObject *
+aloop_transport_call_connection_lost(TransportObj *t, PyObject *exc);
+int
+aloop_transport_traverse(TransportObj *t, visitproc visit, void *arg);
+void
+aloop_transport_clear(TransportObj *t);
+void
+aloop_transport_dealloc(TransportObj *t);
+void
+aloop_transport_finalize(TransportObj *t);
+PyObject *
+aloop_transport_repr(TransportObj *t);
 
 /* ---------------------------------------------------------------- stream.c */
 extern PyMethodDef aloop_stream_loop_methods[];

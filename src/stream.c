@@ -33,14 +33,6 @@
 
 #define STREAM_MAX_SIZE (256 * 1024) /* recv() size, as max_size */
 #define STREAM_IOV_MAX 1024
-#define LOG_THRESHOLD_FOR_CONNLOST_WRITES 5
-
-enum {
-    EV_CONNECTION_MADE = 1,
-    EV_START_READING,
-    EV_WAKE_WAITER,
-    EV_CONNECTION_LOST,
-};
 
 typedef struct {
     PyObject *obj; /* bytes, owned */
@@ -48,16 +40,7 @@ typedef struct {
 } stream_chunk;
 
 typedef struct {
-    PyObject_HEAD PyObject *extra; /* BaseTransport._extra: must stay first */
-    LoopObj *loop; /* NULL once connection_lost ran (stdlib: _loop None) */
-    PyObject *sock;
-    PyObject *protocol;
-    PyObject *server;
-    PyObject *empty_waiter;
-    PyObject *waiter;   /* creator's waiter, until woken */
-    PyObject *lost_exc; /* argument of the pending connection_lost */
-    PyObject *dict;
-    PyObject *weakreflist;
+    ALOOP_TRANSPORT_HEAD
     /* protocol methods, looked up by set_protocol() */
     PyObject *data_received;
     PyObject *get_buffer;
@@ -65,82 +48,15 @@ typedef struct {
     /* write buffer: chunks[head .. head+nchunks) */
     stream_chunk *chunks;
     size_t head, nchunks, cap;
-    Py_ssize_t buffer_size;
-    Py_ssize_t high_water, low_water;
-    Py_ssize_t conn_lost;
-    int fd;
     bool buffered; /* protocol is a BufferedProtocol */
-    bool protocol_connected;
-    bool closing;
-    bool paused;
-    bool eof;
-    bool protocol_paused;
-    bool reading; /* reader registered */
 } StreamObj;
 
-static PyObject *
-stream_call_connection_lost(StreamObj *t, PyObject *exc);
-
-/* ------------------------------------------------------------- helpers */
-
-static aloop_state *
-stream_state(StreamObj *t)
-{
-    return (aloop_state *)PyType_GetModuleState(Py_TYPE(t));
-}
-
-static int
-stream_queue(StreamObj *t, uint32_t event);
-
-static int
-stream_read_ready(LoopObj *loop, PyObject *owner, uint32_t ev);
-static int
-stream_write_ready(LoopObj *loop, PyObject *owner, uint32_t ev);
-
-static int
-stream_watch(StreamObj *t, uint32_t which, bool on)
-{
-    if (t->loop == NULL || t->loop->closed) {
-        return 0;
-    }
-    aloop_fdslot *slot = aloop_fdtable_get(&t->loop->fds, t->fd);
-    aloop_watcher *w = NULL;
-    if (slot != NULL) {
-        w = which == ALOOP_READ ? &slot->reader : &slot->writer;
-    }
-    bool have = w != NULL && w->obj == (PyObject *)t;
-    if (have == on) {
-        return 0;
-    }
-    if (!on && w != NULL && w->obj != (PyObject *)t) {
-        return 0; /* someone else's watcher now */
-    }
-    PyObject *old = NULL;
-    int rc = aloop_loop_set_watcher(
-        t->loop, t->fd, which, on ? (PyObject *)t : NULL,
-        on ? (which == ALOOP_READ ? stream_read_ready : stream_write_ready)
-           : NULL,
-        &old);
-    Py_XDECREF(old);
-    if (rc < 0) {
-        aloop_errno_error(rc);
-        return -1;
-    }
-    if (which == ALOOP_READ) {
-        t->reading = on;
-    }
-    return 0;
-}
-
-static PyObject *
-stream_get_write_buffer_size_obj(StreamObj *t)
-{
-    return PyLong_FromSsize_t(t->buffer_size);
-}
+#define T(t) ((TransportObj *)(t))
 
 static void
-stream_buffer_clear(StreamObj *t)
+stream_buffer_clear(TransportObj *tr)
 {
+    StreamObj *t = (StreamObj *)tr;
     stream_chunk *chunks = t->chunks;
     size_t head = t->head, n = t->nchunks;
     t->chunks = NULL;
@@ -152,7 +68,7 @@ stream_buffer_clear(StreamObj *t)
     PyMem_Free(chunks);
 }
 
-/* Append data[off:] (a bytes object, or copied into one). */
+/* Append buf[:len] (a slice of `data` if that is bytes, else copied). */
 static int
 stream_buffer_append(StreamObj *t, PyObject *data, const char *buf,
                      Py_ssize_t len)
@@ -214,139 +130,6 @@ stream_buffer_consume(StreamObj *t, Py_ssize_t sent)
 }
 
 static int
-stream_call_handler(StreamObj *t, const char *message, PyObject *exc)
-{
-    aloop_state *st = stream_state(t);
-    PyObject *ctx = Py_BuildValue(
-        "{sssOsOsO}", "message", message, "exception", exc, "transport",
-        (PyObject *)t, "protocol", t->protocol ? t->protocol : Py_None);
-    if (ctx == NULL) {
-        return -1;
-    }
-    int rc = -1;
-    if (t->loop != NULL) {
-        rc = aloop_loop_call_exception_handler(t->loop, ctx);
-    }
-    (void)st;
-    Py_DECREF(ctx);
-    return rc;
-}
-
-/* _force_close(exc) */
-static int
-stream_force_close(StreamObj *t, PyObject *exc)
-{
-    if (t->conn_lost || t->loop == NULL) {
-        return 0;
-    }
-    if (t->nchunks) {
-        stream_buffer_clear(t);
-        if (stream_watch(t, ALOOP_WRITE, false) < 0) {
-            return -1;
-        }
-    }
-    if (!t->closing) {
-        t->closing = true;
-        if (stream_watch(t, ALOOP_READ, false) < 0) {
-            return -1;
-        }
-    }
-    t->conn_lost++;
-    Py_XSETREF(t->lost_exc, Py_XNewRef(exc));
-    return stream_queue(t, EV_CONNECTION_LOST);
-}
-
-/* _fatal_error(exc, message): OSErrors are only logged in debug mode. */
-static int
-stream_fatal_error(StreamObj *t, PyObject *exc, const char *message)
-{
-    if (PyObject_TypeCheck(exc, (PyTypeObject *)PyExc_OSError)) {
-        if (t->loop != NULL && t->loop->debug) {
-            aloop_state *st = stream_state(t);
-            PyObject *kw = Py_BuildValue("{sO}", "exc_info", Py_True);
-            PyObject *meth = PyObject_GetAttrString(st->logger, "debug");
-            PyObject *args =
-                Py_BuildValue("(sOs)", "%r: %s", (PyObject *)t, message);
-            PyObject *r =
-                (kw && meth && args) ? PyObject_Call(meth, args, kw) : NULL;
-            Py_XDECREF(kw);
-            Py_XDECREF(meth);
-            Py_XDECREF(args);
-            if (r == NULL) {
-                return -1;
-            }
-            Py_DECREF(r);
-        }
-    } else if (stream_call_handler(t, message, exc) < 0) {
-        return -1;
-    }
-    return stream_force_close(t, exc);
-}
-
-/* The current exception becomes a fatal error; KeyboardInterrupt and
- * SystemExit propagate. */
-static int
-stream_fatal_current(StreamObj *t, const char *message)
-{
-    if (aloop_error_is_fatal()) {
-        return -1;
-    }
-    PyObject *exc = aloop_fetch_exception();
-    int rc = stream_fatal_error(t, exc, message);
-    Py_DECREF(exc);
-    return rc;
-}
-
-static int
-stream_fatal_errno(StreamObj *t, int err, const char *message)
-{
-    errno = err;
-    PyErr_SetFromErrno(PyExc_OSError);
-    return stream_fatal_current(t, message);
-}
-
-/* _maybe_pause_protocol / _maybe_resume_protocol */
-static int
-stream_protocol_flow(StreamObj *t, bool pause)
-{
-    const char *meth = pause ? "pause_writing" : "resume_writing";
-    t->protocol_paused = pause;
-    PyObject *r = PyObject_CallMethod(t->protocol, meth, NULL);
-    if (r != NULL) {
-        Py_DECREF(r);
-        return 0;
-    }
-    if (aloop_error_is_fatal()) {
-        return -1;
-    }
-    PyObject *exc = aloop_fetch_exception();
-    int rc = stream_call_handler(t,
-                                 pause ? "protocol.pause_writing() failed"
-                                       : "protocol.resume_writing() failed",
-                                 exc);
-    Py_DECREF(exc);
-    return rc;
-}
-
-static int
-stream_maybe_pause(StreamObj *t)
-{
-    if (t->buffer_size <= t->high_water || t->protocol_paused) {
-        return 0;
-    }
-    return stream_protocol_flow(t, true);
-}
-
-static int
-stream_maybe_resume(StreamObj *t)
-{
-    if (!t->protocol_paused || t->buffer_size > t->low_water) {
-        return 0;
-    }
-    return stream_protocol_flow(t, false);
-}
-
-static int
 stream_shutdown_write(StreamObj *t)
 {
     PyObject *r = PyObject_CallMethod(t->sock, "shutdown", "i", SHUT_WR);
@@ -359,23 +142,24 @@ stream_shutdown_write(StreamObj *t)
 static int
 stream_on_eof(StreamObj *t)
 {
-    if (t->loop->debug && aloop_log(stream_state(t), "debug",
-                                    "%r received EOF", (PyObject *)t) < 0) {
+    if (t->loop->debug &&
+        aloop_log((aloop_state *)PyType_GetModuleState(Py_TYPE(t)), "debug",
+                  "%r received EOF", (PyObject *)t) < 0) {
         return -1;
     }
     PyObject *r = PyObject_CallMethod(t->protocol, "eof_received", NULL);
     if (r == NULL) {
-        return stream_fatal_current(
-            t, "Fatal error: protocol.eof_received() call failed.");
+        return aloop_transport_fatal_current(
+            T(t), "Fatal error: protocol.eof_received() call failed.");
     }
     int keep_open = PyObject_IsTrue(r);
     Py_DECREF(r);
     if (keep_open < 0) {
-        return stream_fatal_current(
-            t, "Fatal error: protocol.eof_received() call failed.");
+        return aloop_transport_fatal_current(
+            T(t), "Fatal error: protocol.eof_received() call failed.");
     }
     if (keep_open) {
-        return stream_watch(t, ALOOP_READ, false);
+        return aloop_transport_watch(T(t), ALOOP_READ, false);
     }
     PyObject *c = PyObject_CallMethod((PyObject *)t, "close", NULL);
     Py_XDECREF(c);
@@ -391,16 +175,16 @@ stream_read_buffered(StreamObj *t)
     Py_buffer view;
     if (buf == NULL || PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE) < 0) {
         Py_XDECREF(buf);
-        return stream_fatal_current(
-            t, "Fatal error: protocol.get_buffer() call failed.");
+        return aloop_transport_fatal_current(
+            T(t), "Fatal error: protocol.get_buffer() call failed.");
     }
     Py_DECREF(buf);
     if (view.len == 0) {
         PyBuffer_Release(&view);
         PyErr_SetString(PyExc_RuntimeError,
                         "get_buffer() returned an empty buffer");
-        return stream_fatal_current(
-            t, "Fatal error: protocol.get_buffer() call failed.");
+        return aloop_transport_fatal_current(
+            T(t), "Fatal error: protocol.get_buffer() call failed.");
     }
     ssize_t n;
     do {
@@ -412,8 +196,8 @@ stream_read_buffered(StreamObj *t)
         if (err == EAGAIN || err == EWOULDBLOCK) {
             return 0;
         }
-        return stream_fatal_errno(t, err,
-                                  "Fatal read error on socket transport");
+        return aloop_transport_fatal_errno(
+            T(t), err, "Fatal read error on socket transport");
     }
     if (n == 0) {
         return stream_on_eof(t);
@@ -422,8 +206,8 @@ stream_read_buffered(StreamObj *t)
     PyObject *r = nobj ? PyObject_CallOneArg(t->buffer_updated, nobj) : NULL;
     Py_XDECREF(nobj);
     if (r == NULL) {
-        return stream_fatal_current(
-            t, "Fatal error: protocol.buffer_updated() call failed.");
+        return aloop_transport_fatal_current(
+            T(t), "Fatal error: protocol.buffer_updated() call failed.");
     }
     Py_DECREF(r);
     return 0;
@@ -443,8 +227,8 @@ stream_read_ready(LoopObj *loop, PyObject *owner, uint32_t ev)
         loop->read_buf = PyMem_RawMalloc(STREAM_MAX_SIZE);
         if (loop->read_buf == NULL) {
             PyErr_NoMemory();
-            return stream_fatal_current(
-                t, "Fatal read error on socket transport");
+            return aloop_transport_fatal_current(
+                T(t), "Fatal read error on socket transport");
         }
     }
     ssize_t n;
@@ -455,8 +239,8 @@ stream_read_ready(LoopObj *loop, PyObject *owner, uint32_t ev)
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
             return 0;
         }
-        return stream_fatal_errno(t, errno,
-                                  "Fatal read error on socket transport");
+        return aloop_transport_fatal_errno(
+            T(t), errno, "Fatal read error on socket transport");
     }
     if (n == 0) {
         return stream_on_eof(t);
@@ -468,8 +252,8 @@ stream_read_ready(LoopObj *loop, PyObject *owner, uint32_t ev)
     PyObject *r = PyObject_CallOneArg(t->data_received, data);
     Py_DECREF(data);
     if (r == NULL) {
-        return stream_fatal_current(
-            t, "Fatal error: protocol.data_received() call failed.");
+        return aloop_transport_fatal_current(
+            T(t), "Fatal error: protocol.data_received() call failed.");
     }
     Py_DECREF(r);
     return 0;
@@ -504,18 +288,18 @@ stream_write_ready(LoopObj *loop, PyObject *owner, uint32_t ev)
             return 0;
         }
         int err = errno;
-        if (stream_watch(t, ALOOP_WRITE, false) < 0) {
+        if (aloop_transport_watch(T(t), ALOOP_WRITE, false) < 0) {
             return -1;
         }
-        stream_buffer_clear(t);
+        stream_buffer_clear(T(t));
         errno = err;
         PyErr_SetFromErrno(PyExc_OSError);
         if (aloop_error_is_fatal()) {
             return -1;
         }
         PyObject *exc = aloop_fetch_exception();
-        int rc = stream_fatal_error(t, exc,
-                                    "Fatal write error on socket transport");
+        int rc = aloop_transport_fatal_error(
+            T(t), exc, "Fatal write error on socket transport");
         if (rc == 0 && t->empty_waiter != NULL) {
             PyObject *r = PyObject_CallMethod(t->empty_waiter, "set_exception",
                                               "(O)", exc);
@@ -526,13 +310,14 @@ stream_write_ready(LoopObj *loop, PyObject *owner, uint32_t ev)
         return rc;
     }
     stream_buffer_consume(t, sent);
-    if (stream_maybe_resume(t) < 0) { /* may append to the buffer */
+    if (aloop_transport_maybe_resume(T(t)) <
+        0) { /* may append to the buffer */
         return -1;
     }
     if (t->nchunks) {
         return 0;
     }
-    if (stream_watch(t, ALOOP_WRITE, false) < 0) {
+    if (aloop_transport_watch(T(t), ALOOP_WRITE, false) < 0) {
         return -1;
     }
     if (t->empty_waiter != NULL) {
@@ -544,7 +329,7 @@ stream_write_ready(LoopObj *loop, PyObject *owner, uint32_t ev)
         Py_DECREF(r);
     }
     if (t->closing) {
-        PyObject *r = stream_call_connection_lost(t, Py_None);
+        PyObject *r = aloop_transport_call_connection_lost(T(t), Py_None);
         Py_XDECREF(r);
         return r ? 0 : -1;
     }
@@ -596,11 +381,7 @@ stream_write(StreamObj *t, PyObject *data)
         goto done;
     }
     if (t->conn_lost) {
-        if (t->conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES) {
-            rc = aloop_log(stream_state(t), "warning", "%s",
-                           stream_state(t)->str_send_raised);
-        }
-        t->conn_lost++;
+        rc = aloop_transport_lost_writes(T(t));
         goto done;
     }
     if (t->nchunks == 0) {
@@ -610,8 +391,8 @@ stream_write(StreamObj *t, PyObject *data)
         } while (n < 0 && errno == EINTR);
         if (n < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK) {
-                rc = stream_fatal_errno(
-                    t, errno, "Fatal write error on socket transport");
+                rc = aloop_transport_fatal_errno(
+                    T(t), errno, "Fatal write error on socket transport");
                 goto done;
             }
             n = 0;
@@ -621,7 +402,7 @@ stream_write(StreamObj *t, PyObject *data)
         }
         buf += n;
         len -= n;
-        if (stream_watch(t, ALOOP_WRITE, true) < 0) {
+        if (aloop_transport_watch(T(t), ALOOP_WRITE, true) < 0) {
             rc = -1;
             goto done;
         }
@@ -630,149 +411,12 @@ stream_write(StreamObj *t, PyObject *data)
         rc = -1;
         goto done;
     }
-    rc = stream_maybe_pause(t);
+    rc = aloop_transport_maybe_pause(T(t));
 done:
     if (have_view) {
         PyBuffer_Release(&view);
     }
     return rc;
-}
-
-/* ---------------------------------------------------- lifecycle events */
-
-static PyObject *
-stream_call_connection_lost(StreamObj *t, PyObject *exc)
-{
-    aloop_state *st = stream_state(t);
-    PyObject *res = NULL;
-    Py_INCREF(t);
-    if (t->protocol_connected && t->protocol != NULL) {
-        res = PyObject_CallMethod(t->protocol, "connection_lost", "(O)",
-                                  exc ? exc : Py_None);
-    } else {
-        res = Py_NewRef(Py_None);
-    }
-    /* finally: */
-    PyObject *pending = res ? NULL : aloop_fetch_exception();
-    (void)stream_watch(t, ALOOP_READ, false);
-    (void)stream_watch(t, ALOOP_WRITE, false);
-    PyObject *sock = t->sock, *server = t->server;
-    t->sock = NULL;
-    t->server = NULL;
-    Py_CLEAR(t->protocol);
-    Py_CLEAR(t->data_received);
-    Py_CLEAR(t->get_buffer);
-    Py_CLEAR(t->buffer_updated);
-    Py_CLEAR(t->loop);
-    int rc = 0;
-    if (sock != NULL) {
-        PyObject *r = PyObject_CallMethod(sock, "close", NULL);
-        rc = r ? 0 : -1;
-        Py_XDECREF(r);
-        Py_DECREF(sock);
-    }
-    if (server != NULL) {
-#if PY_VERSION_HEX >= 0x030D0000
-        PyObject *r =
-            PyObject_CallMethod(server, "_detach", "(O)", (PyObject *)t);
-#else
-        PyObject *r = PyObject_CallMethod(server, "_detach", NULL);
-#endif
-        rc = r ? rc : -1;
-        Py_XDECREF(r);
-        Py_DECREF(server);
-    }
-    if (pending != NULL) {
-        if (PyErr_Occurred()) {
-            PyErr_Clear();
-        }
-        aloop_restore_exception(pending);
-        Py_XDECREF(res);
-        Py_DECREF(t);
-        return NULL;
-    }
-    if (rc == 0 && t->empty_waiter != NULL) {
-        PyObject *cexc = PyObject_CallFunction(PyExc_ConnectionError, "s",
-                                               "Connection is closed by peer");
-        PyObject *r = cexc ? PyObject_CallMethod(t->empty_waiter,
-                                                 "set_exception", "(O)", cexc)
-                           : NULL;
-        Py_XDECREF(cexc);
-        rc = r ? 0 : -1;
-        Py_XDECREF(r);
-    }
-    (void)st;
-    Py_DECREF(t);
-    if (rc < 0) {
-        Py_XDECREF(res);
-        return NULL;
-    }
-    return res;
-}
-
-static int
-stream_event(LoopObj *loop, PyObject *owner, uint32_t event)
-{
-    StreamObj *t = (StreamObj *)owner;
-    PyObject *r = NULL;
-    switch (event) {
-    case EV_CONNECTION_MADE:
-        if (t->protocol == NULL) {
-            return 0;
-        }
-        r = PyObject_CallMethod(t->protocol, "connection_made", "(O)",
-                                (PyObject *)t);
-        break;
-    case EV_START_READING:
-        /* _add_reader: only if still reading (not paused, not closing) */
-        if (t->closing || t->paused || t->loop == NULL) {
-            return 0;
-        }
-        return stream_watch(t, ALOOP_READ, true) < 0
-                   ? aloop_loop_report_exception(loop, "Exception in callback")
-                   : 0;
-    case EV_WAKE_WAITER: {
-        PyObject *w = t->waiter;
-        t->waiter = NULL;
-        if (w == NULL) {
-            return 0;
-        }
-        r = PyObject_CallFunctionObjArgs(stream_state(t)->set_result_unless, w,
-                                         Py_None, NULL);
-        Py_DECREF(w);
-        break;
-    }
-    case EV_CONNECTION_LOST: {
-        PyObject *exc = t->lost_exc;
-        t->lost_exc = NULL;
-        r = stream_call_connection_lost(t, exc ? exc : Py_None);
-        Py_XDECREF(exc);
-        break;
-    }
-    default:
-        return 0;
-    }
-    if (r != NULL) {
-        Py_DECREF(r);
-        return 0;
-    }
-    return aloop_loop_report_exception(loop, "Exception in callback");
-}
-
-static int
-stream_queue(StreamObj *t, uint32_t event)
-{
-    LoopObj *loop = t->loop;
-    if (loop == NULL || aloop_loop_check_closed(loop) < 0) {
-        return loop == NULL ? 0 : -1;
-    }
-    int rc =
-        aloop_readyq_push(&loop->ready, (PyObject *)t, stream_event, event);
-    if (rc < 0) {
-        aloop_errno_error(rc);
-        return -1;
-    }
-    return 0;
 }
 
 /* ------------------------------------------------------ Python methods */
@@ -840,11 +484,11 @@ StreamObj_writelines(StreamObj *t, PyObject *list_of_data)
             return NULL;
         }
         if (t->nchunks && !t->conn_lost &&
-            stream_watch(t, ALOOP_WRITE, true) < 0) {
+            aloop_transport_watch(T(t), ALOOP_WRITE, true) < 0) {
             return NULL;
         }
     }
-    if (stream_maybe_pause(t) < 0) {
+    if (aloop_transport_maybe_pause(T(t)) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -869,119 +513,12 @@ StreamObj_can_write_eof(StreamObj *t, PyObject *Py_UNUSED(ignored))
     Py_RETURN_TRUE;
 }
 
-static PyObject *
-StreamObj_close(StreamObj *t, PyObject *Py_UNUSED(ignored))
-{
-    if (t->closing) {
-        Py_RETURN_NONE;
-    }
-    t->closing = true;
-    if (stream_watch(t, ALOOP_READ, false) < 0) {
-        return NULL;
-    }
-    if (t->nchunks == 0) {
-        t->conn_lost++;
-        if (stream_watch(t, ALOOP_WRITE, false) < 0) {
-            return NULL;
-        }
-        Py_XSETREF(t->lost_exc, Py_NewRef(Py_None));
-        if (stream_queue(t, EV_CONNECTION_LOST) < 0) {
-            return NULL;
-        }
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-StreamObj_abort(StreamObj *t, PyObject *Py_UNUSED(ignored))
-{
-    if (stream_force_close(t, Py_None) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-StreamObj__force_close(StreamObj *t, PyObject *exc)
-{
-    if (stream_force_close(t, exc) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-StreamObj__fatal_error(StreamObj *t, PyObject *args)
-{
-    PyObject *exc;
-    const char *message = "Fatal error on transport";
-    if (!PyArg_ParseTuple(args, "O|s:_fatal_error", &exc, &message) ||
-        stream_fatal_error(t, exc, message) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-StreamObj__call_connection_lost(StreamObj *t, PyObject *exc)
-{
-    PyObject *r = stream_call_connection_lost(t, exc);
-    Py_XDECREF(r);
-    return r ? Py_NewRef(Py_None) : NULL;
-}
-
-static PyObject *
-StreamObj_is_closing(StreamObj *t, PyObject *Py_UNUSED(ignored))
-{
-    return PyBool_FromLong(t->closing);
-}
-
-static PyObject *
-StreamObj_is_reading(StreamObj *t, PyObject *Py_UNUSED(ignored))
-{
-    return PyBool_FromLong(!t->closing && !t->paused);
-}
-
-static PyObject *
-StreamObj_pause_reading(StreamObj *t, PyObject *Py_UNUSED(ignored))
-{
-    if (t->closing || t->paused) {
-        Py_RETURN_NONE;
-    }
-    t->paused = true;
-    if (stream_watch(t, ALOOP_READ, false) < 0) {
-        return NULL;
-    }
-    if (t->loop != NULL && t->loop->debug &&
-        aloop_log(stream_state(t), "debug", "%r pauses reading",
-                  (PyObject *)t) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-StreamObj_resume_reading(StreamObj *t, PyObject *Py_UNUSED(ignored))
-{
-    if (t->closing || !t->paused) {
-        Py_RETURN_NONE;
-    }
-    t->paused = false;
-    if (stream_watch(t, ALOOP_READ, true) < 0) {
-        return NULL;
-    }
-    if (t->loop != NULL && t->loop->debug &&
-        aloop_log(stream_state(t), "debug", "%r resumes reading",
-                  (PyObject *)t) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
+/* Look up the protocol's methods once per set_protocol(). */
 static int
-stream_set_protocol(StreamObj *t, PyObject *protocol)
+stream_set_protocol(TransportObj *tr, PyObject *protocol)
 {
-    aloop_state *st = stream_state(t);
+    StreamObj *t = (StreamObj *)tr;
+    aloop_state *st = (aloop_state *)PyType_GetModuleState(Py_TYPE(t));
     int buffered = PyObject_IsInstance(protocol, st->BufferedProtocol);
     if (buffered < 0) {
         return -1;
@@ -995,141 +532,18 @@ stream_set_protocol(StreamObj *t, PyObject *protocol)
             return -1;
         }
     } else {
-        /* A protocol without data_received fails on the first read, as in
-         * the stdlib; don't refuse it here. */
+        /* A protocol without data_received fails on its first read, as in
+         * the stdlib; it is not refused here. */
         dr = PyObject_GetAttrString(protocol, "data_received");
         if (dr == NULL) {
             PyErr_Clear();
         }
     }
-    Py_XSETREF(t->protocol, Py_NewRef(protocol));
     Py_XSETREF(t->data_received, dr);
     Py_XSETREF(t->get_buffer, gb);
     Py_XSETREF(t->buffer_updated, bu);
     t->buffered = buffered;
-    t->protocol_connected = true;
     return 0;
-}
-
-static PyObject *
-StreamObj_set_protocol(StreamObj *t, PyObject *protocol)
-{
-    if (stream_set_protocol(t, protocol) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-StreamObj_get_protocol(StreamObj *t, PyObject *Py_UNUSED(ignored))
-{
-    return Py_NewRef(t->protocol ? t->protocol : Py_None);
-}
-
-static PyObject *
-StreamObj_get_write_buffer_size(StreamObj *t, PyObject *Py_UNUSED(ignored))
-{
-    return stream_get_write_buffer_size_obj(t);
-}
-
-static PyObject *
-StreamObj_get_write_buffer_limits(StreamObj *t, PyObject *Py_UNUSED(ignored))
-{
-    return Py_BuildValue("(nn)", t->low_water, t->high_water);
-}
-
-/* _set_write_buffer_limits(high=None, low=None) */
-static int
-stream_set_limits(StreamObj *t, PyObject *high, PyObject *low)
-{
-    PyObject *h = NULL, *l = NULL;
-    int rc = -1;
-    if (high == NULL || high == Py_None) {
-        if (low == NULL || low == Py_None) {
-            h = PyLong_FromLong(64 * 1024);
-        } else {
-            PyObject *four = PyLong_FromLong(4);
-            h = four ? PyNumber_Multiply(four, low) : NULL;
-            Py_XDECREF(four);
-        }
-    } else {
-        h = Py_NewRef(high);
-    }
-    if (h == NULL) {
-        return -1;
-    }
-    if (low == NULL || low == Py_None) {
-        PyObject *four = PyLong_FromLong(4);
-        l = four ? PyNumber_FloorDivide(h, four) : NULL;
-        Py_XDECREF(four);
-    } else {
-        l = Py_NewRef(low);
-    }
-    if (l == NULL) {
-        goto done;
-    }
-    PyObject *zero = PyLong_FromLong(0);
-    int ok1 = zero ? PyObject_RichCompareBool(h, l, Py_GE) : -1;
-    int ok2 = ok1 > 0 ? PyObject_RichCompareBool(l, zero, Py_GE) : 0;
-    Py_XDECREF(zero);
-    if (ok1 < 0 || ok2 < 0) {
-        goto done;
-    }
-    if (!ok1 || !ok2) {
-        PyErr_Format(PyExc_ValueError,
-                     "high (%R) must be >= low (%R) must be >= 0", h, l);
-        goto done;
-    }
-    Py_ssize_t hv = PyNumber_AsSsize_t(h, PyExc_OverflowError);
-    Py_ssize_t lv = PyNumber_AsSsize_t(l, PyExc_OverflowError);
-    if ((hv == -1 || lv == -1) && PyErr_Occurred()) {
-        goto done;
-    }
-    t->high_water = hv;
-    t->low_water = lv;
-    rc = 0;
-done:
-    Py_XDECREF(h);
-    Py_XDECREF(l);
-    return rc;
-}
-
-static PyObject *
-StreamObj_set_write_buffer_limits(StreamObj *t, PyObject *args, PyObject *kw)
-{
-    static char *kwlist[] = {"high", "low", NULL};
-    PyObject *high = NULL, *low = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OO:set_write_buffer_limits",
-                                     kwlist, &high, &low) ||
-        stream_set_limits(t, high, low) < 0 || stream_maybe_pause(t) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-StreamObj__set_write_buffer_limits(StreamObj *t, PyObject *args, PyObject *kw)
-{
-    static char *kwlist[] = {"high", "low", NULL};
-    PyObject *high = NULL, *low = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OO:_set_write_buffer_limits",
-                                     kwlist, &high, &low) ||
-        stream_set_limits(t, high, low) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-StreamObj__maybe_pause_protocol(StreamObj *t, PyObject *Py_UNUSED(ignored))
-{
-    return stream_maybe_pause(t) < 0 ? NULL : Py_NewRef(Py_None);
-}
-
-static PyObject *
-StreamObj__maybe_resume_protocol(StreamObj *t, PyObject *Py_UNUSED(ignored))
-{
-    return stream_maybe_resume(t) < 0 ? NULL : Py_NewRef(Py_None);
 }
 
 static PyObject *
@@ -1168,161 +582,6 @@ StreamObj__reset_empty_waiter(StreamObj *t, PyObject *Py_UNUSED(ignored))
 }
 
 static PyObject *
-StreamObj__read_ready(StreamObj *t, PyObject *Py_UNUSED(ignored))
-{
-    if (t->loop == NULL) {
-        Py_RETURN_NONE;
-    }
-    return stream_read_ready(t->loop, (PyObject *)t, ALOOP_READ) < 0
-               ? NULL
-               : Py_NewRef(Py_None);
-}
-
-static PyObject *
-StreamObj__write_ready(StreamObj *t, PyObject *Py_UNUSED(ignored))
-{
-    if (t->loop == NULL) {
-        Py_RETURN_NONE;
-    }
-    return stream_write_ready(t->loop, (PyObject *)t, ALOOP_WRITE) < 0
-               ? NULL
-               : Py_NewRef(Py_None);
-}
-
-static bool
-stream_polling(StreamObj *t, uint32_t which)
-{
-    if (t->loop == NULL) {
-        return false;
-    }
-    aloop_fdslot *slot = aloop_fdtable_get(&t->loop->fds, t->fd);
-    return slot != NULL && (slot->mask & which);
-}
-
-static PyObject *
-StreamObj_repr(StreamObj *t)
-{
-    const char *name = Py_TYPE(t)->tp_name;
-    const char *dot = strrchr(name, '.');
-    name = dot ? dot + 1 : name;
-    const char *state = t->sock == NULL ? " closed"
-                        : t->closing    ? " closing"
-                                        : "";
-    if (t->loop != NULL && !t->loop->closed) {
-        return PyUnicode_FromFormat(
-            "<%s%s fd=%d read=%s write=<%s, bufsize=%zd>>", name, state, t->fd,
-            stream_polling(t, ALOOP_READ) ? "polling" : "idle",
-            stream_polling(t, ALOOP_WRITE) ? "polling" : "idle",
-            t->buffer_size);
-    }
-    return PyUnicode_FromFormat("<%s%s fd=%d>", name, state, t->fd);
-}
-
-/* __del__: an unclosed transport warns and closes its socket. */
-static void
-StreamObj_finalize(StreamObj *t)
-{
-    if (t->sock == NULL) {
-        return;
-    }
-    PyObject *exc = aloop_fetch_exception();
-    if (PyErr_WarnFormat(PyExc_ResourceWarning, 1, "unclosed transport %R",
-                         (PyObject *)t) < 0) {
-        PyErr_WriteUnraisable((PyObject *)t);
-    }
-    PyObject *sock = t->sock;
-    t->sock = NULL;
-    PyObject *r = PyObject_CallMethod(sock, "close", NULL);
-    if (r == NULL) {
-        PyErr_WriteUnraisable((PyObject *)t);
-    }
-    Py_XDECREF(r);
-    Py_DECREF(sock);
-#if PY_VERSION_HEX >= 0x030D0000
-    if (t->server != NULL) {
-        r = PyObject_CallMethod(t->server, "_detach", "(O)", (PyObject *)t);
-        if (r == NULL) {
-            PyErr_WriteUnraisable((PyObject *)t);
-        }
-        Py_XDECREF(r);
-    }
-#endif
-    if (exc != NULL) {
-        aloop_restore_exception(exc);
-    }
-}
-
-static int
-StreamObj_traverse(StreamObj *t, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(t));
-    Py_VISIT(t->extra);
-    Py_VISIT(t->loop);
-    Py_VISIT(t->sock);
-    Py_VISIT(t->protocol);
-    Py_VISIT(t->server);
-    Py_VISIT(t->empty_waiter);
-    Py_VISIT(t->waiter);
-    Py_VISIT(t->lost_exc);
-    Py_VISIT(t->dict);
-    Py_VISIT(t->data_received);
-    Py_VISIT(t->get_buffer);
-    Py_VISIT(t->buffer_updated);
-    for (size_t i = 0; i < t->nchunks; i++) {
-        Py_VISIT(t->chunks[t->head + i].obj);
-    }
-    return 0;
-}
-
-static int
-StreamObj_clear(StreamObj *t)
-{
-    Py_CLEAR(t->extra);
-    Py_CLEAR(t->loop);
-    Py_CLEAR(t->sock);
-    Py_CLEAR(t->protocol);
-    Py_CLEAR(t->server);
-    Py_CLEAR(t->empty_waiter);
-    Py_CLEAR(t->waiter);
-    Py_CLEAR(t->lost_exc);
-    Py_CLEAR(t->dict);
-    Py_CLEAR(t->data_received);
-    Py_CLEAR(t->get_buffer);
-    Py_CLEAR(t->buffer_updated);
-    stream_buffer_clear(t);
-    return 0;
-}
-
-static void
-StreamObj_dealloc(StreamObj *t)
-{
-    PyTypeObject *tp = Py_TYPE(t);
-    if (PyObject_CallFinalizerFromDealloc((PyObject *)t) < 0) {
-        return;
-    }
-    PyObject_GC_UnTrack(t);
-    if (t->weakreflist != NULL) {
-        PyObject_ClearWeakRefs((PyObject *)t);
-    }
-    (void)StreamObj_clear(t);
-    tp->tp_free(t);
-    Py_DECREF(tp);
-}
-
-/* ------------------------------------------------------------ getsets */
-
-#define STREAM_OBJ_GETTER(name, field)                               \
-    static PyObject *StreamObj_attr_##name(StreamObj *t, void *c)    \
-    {                                                                \
-        return Py_NewRef(t->field ? (PyObject *)t->field : Py_None); \
-    }
-STREAM_OBJ_GETTER(sock, sock)
-STREAM_OBJ_GETTER(protocol, protocol)
-STREAM_OBJ_GETTER(server, server)
-STREAM_OBJ_GETTER(loop, loop)
-STREAM_OBJ_GETTER(empty_waiter, empty_waiter)
-
-static PyObject *
 StreamObj_get_buffer_snapshot(StreamObj *t, void *c)
 {
     /* _buffer: the pending chunks, as a list of memoryviews (truthy iff
@@ -1343,33 +602,23 @@ StreamObj_get_buffer_snapshot(StreamObj *t, void *c)
     return list;
 }
 
-static PyGetSetDef StreamObj_getset[] = {
-    {"_sock", (getter)StreamObj_attr_sock, NULL, NULL, NULL},
-    {"_protocol", (getter)StreamObj_attr_protocol, NULL, NULL, NULL},
-    {"_server", (getter)StreamObj_attr_server, NULL, NULL, NULL},
-    {"_loop", (getter)StreamObj_attr_loop, NULL, NULL, NULL},
-    {"_empty_waiter", (getter)StreamObj_attr_empty_waiter, NULL, NULL, NULL},
-    {"_buffer", (getter)StreamObj_get_buffer_snapshot, NULL, NULL, NULL},
-    {NULL, NULL, NULL, NULL, NULL},
-};
+static PyObject *
+StreamObj_get_empty_waiter(StreamObj *t, void *c)
+{
+    return Py_NewRef(t->empty_waiter ? t->empty_waiter : Py_None);
+}
 
-static PyMemberDef StreamObj_members[] = {
-    {"_sock_fd", T_INT, offsetof(StreamObj, fd), READONLY, NULL},
-    {"_conn_lost", T_PYSSIZET, offsetof(StreamObj, conn_lost), 0, NULL},
-    {"_closing", T_BOOL, offsetof(StreamObj, closing), READONLY, NULL},
-    {"_paused", T_BOOL, offsetof(StreamObj, paused), READONLY, NULL},
-    {"_eof", T_BOOL, offsetof(StreamObj, eof), READONLY, NULL},
-    {"_protocol_connected", T_BOOL, offsetof(StreamObj, protocol_connected), 0,
-     NULL},
-    {"_protocol_paused", T_BOOL, offsetof(StreamObj, protocol_paused), 0,
-     NULL},
-    {"_high_water", T_PYSSIZET, offsetof(StreamObj, high_water), READONLY,
-     NULL},
-    {"_low_water", T_PYSSIZET, offsetof(StreamObj, low_water), READONLY, NULL},
-    {"__dictoffset__", T_PYSSIZET, offsetof(StreamObj, dict), READONLY, NULL},
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(StreamObj, weakreflist),
-     READONLY, NULL},
-    {NULL, 0, 0, 0, NULL},
+static PyObject *
+StreamObj_get_eof(StreamObj *t, void *c)
+{
+    return PyBool_FromLong(t->eof);
+}
+
+static PyGetSetDef StreamObj_getset[] = {
+    {"_empty_waiter", (getter)StreamObj_get_empty_waiter, NULL, NULL, NULL},
+    {"_buffer", (getter)StreamObj_get_buffer_snapshot, NULL, NULL, NULL},
+    {"_eof", (getter)StreamObj_get_eof, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
 };
 
 #define NOARGS(name) {#name, (PyCFunction)StreamObj_##name, METH_NOARGS, NULL}
@@ -1379,45 +628,43 @@ static PyMethodDef StreamObj_methods[] = {
     {"writelines", (PyCFunction)StreamObj_writelines, METH_O, NULL},
     NOARGS(write_eof),
     NOARGS(can_write_eof),
-    NOARGS(close),
-    NOARGS(abort),
-    NOARGS(is_closing),
-    NOARGS(is_reading),
-    NOARGS(pause_reading),
-    NOARGS(resume_reading),
-    {"set_protocol", (PyCFunction)StreamObj_set_protocol, METH_O, NULL},
-    NOARGS(get_protocol),
-    NOARGS(get_write_buffer_size),
-    NOARGS(get_write_buffer_limits),
-    {"set_write_buffer_limits",
-     (PyCFunction)(void (*)(void))StreamObj_set_write_buffer_limits,
-     METH_VARARGS | METH_KEYWORDS, NULL},
-    {"_set_write_buffer_limits",
-     (PyCFunction)(void (*)(void))StreamObj__set_write_buffer_limits,
-     METH_VARARGS | METH_KEYWORDS, NULL},
-    NOARGS(_maybe_pause_protocol),
-    NOARGS(_maybe_resume_protocol),
     NOARGS(_make_empty_waiter),
     NOARGS(_reset_empty_waiter),
-    NOARGS(_read_ready),
-    NOARGS(_write_ready),
-    {"_force_close", (PyCFunction)StreamObj__force_close, METH_O, NULL},
-    {"_fatal_error", (PyCFunction)StreamObj__fatal_error, METH_VARARGS, NULL},
-    {"_call_connection_lost", (PyCFunction)StreamObj__call_connection_lost,
-     METH_O, NULL},
     {NULL, NULL, 0, NULL},
 };
 
-static PyType_Slot stream_slots[] = {
-    {Py_tp_dealloc, StreamObj_dealloc},
-    {Py_tp_traverse, StreamObj_traverse},
-    {Py_tp_clear, StreamObj_clear},
-    {Py_tp_finalize, StreamObj_finalize},
-    {Py_tp_repr, StreamObj_repr},
-    {Py_tp_methods, StreamObj_methods},
-    {Py_tp_getset, StreamObj_getset},
-    {Py_tp_members, StreamObj_members},
-    {0, NULL},
+static void
+stream_clear_protocol(TransportObj *tr)
+{
+    StreamObj *t = (StreamObj *)tr;
+    Py_CLEAR(t->data_received);
+    Py_CLEAR(t->get_buffer);
+    Py_CLEAR(t->buffer_updated);
+}
+
+static int
+stream_traverse(TransportObj *tr, visitproc visit, void *arg)
+{
+    StreamObj *t = (StreamObj *)tr;
+    Py_VISIT(t->data_received);
+    Py_VISIT(t->get_buffer);
+    Py_VISIT(t->buffer_updated);
+    for (size_t i = 0; i < t->nchunks; i++) {
+        Py_VISIT(t->chunks[t->head + i].obj);
+    }
+    return 0;
+}
+
+static int
+stream_set_protocol(TransportObj *tr, PyObject *protocol);
+
+static const aloop_transport_ops stream_ops = {
+    .read_ready = stream_read_ready,
+    .write_ready = stream_write_ready,
+    .clear_buffer = stream_buffer_clear,
+    .set_protocol = stream_set_protocol,
+    .clear_protocol = stream_clear_protocol,
+    .traverse = stream_traverse,
 };
 
 /* Not immutable: asyncio.Transport is a mutable base (see handle.c). */
@@ -1426,114 +673,29 @@ static PyType_Spec stream_spec = {
     .basicsize = sizeof(StreamObj),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
              Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    .slots = stream_slots,
 };
-
-/* --------------------------------------------------------- construction */
-
-static int
-stream_extra_put(PyObject *extra, const char *key, PyObject *sock,
-                 const char *meth)
-{
-    PyObject *v = PyObject_CallMethod(sock, meth, NULL);
-    if (v == NULL) {
-        if (!PyErr_ExceptionMatches(PyExc_OSError)) {
-            return -1;
-        }
-        PyErr_Clear();
-        v = Py_NewRef(Py_None);
-    }
-    int rc = PyDict_SetItemString(extra, key, v);
-    Py_DECREF(v);
-    return rc;
-}
 
 /* _SelectorSocketTransport(loop, sock, protocol, waiter, extra, server) */
 PyObject *
 aloop_stream_new(LoopObj *loop, PyObject *sock, PyObject *protocol,
                  PyObject *waiter, PyObject *extra, PyObject *server)
 {
-    aloop_state *st = loop->state;
-    StreamObj *t = PyObject_GC_New(StreamObj, st->StreamType);
+    StreamObj *t = PyObject_GC_New(StreamObj, loop->state->StreamType);
     if (t == NULL) {
         return NULL;
     }
     memset((char *)t + sizeof(PyObject), 0,
            sizeof(StreamObj) - sizeof(PyObject));
-    t->fd = -1;
     PyObject_GC_Track(t);
-    t->loop = (LoopObj *)Py_NewRef((PyObject *)loop);
-    t->extra = (extra && extra != Py_None) ? Py_NewRef(extra) : PyDict_New();
-    if (t->extra == NULL) {
+    if (aloop_transport_init(T(t), &stream_ops, loop, sock, protocol, waiter,
+                             extra, server) < 0) {
         goto error;
     }
-    PyObject *tsock = PyObject_CallOneArg(st->TransportSocket, sock);
-    if (tsock == NULL || PyDict_SetItemString(t->extra, "socket", tsock) < 0) {
-        Py_XDECREF(tsock);
-        goto error;
-    }
-    Py_DECREF(tsock);
-    if (stream_extra_put(t->extra, "sockname", sock, "getsockname") < 0) {
-        goto error;
-    }
-    int has_peer = PyDict_Contains(t->extra, st->str_peername);
-    if (has_peer < 0 ||
-        (!has_peer &&
-         stream_extra_put(t->extra, "peername", sock, "getpeername") < 0)) {
-        goto error;
-    }
-    t->sock = Py_NewRef(sock);
-    PyObject *fdobj = PyObject_CallMethod(sock, "fileno", NULL);
-    if (fdobj == NULL) {
-        goto error;
-    }
-    t->fd = (int)PyLong_AsLong(fdobj);
-    if (t->fd == -1 && PyErr_Occurred()) {
-        Py_DECREF(fdobj);
-        goto error;
-    }
-    if (stream_set_protocol(t, protocol) < 0 ||
-        stream_set_limits(t, NULL, NULL) < 0) {
-        Py_DECREF(fdobj);
-        goto error;
-    }
-    if (server != NULL && server != Py_None) {
-        t->server = Py_NewRef(server);
-#if PY_VERSION_HEX >= 0x030D0000
-        PyObject *r =
-            PyObject_CallMethod(server, "_attach", "(O)", (PyObject *)t);
-#else
-        PyObject *r = PyObject_CallMethod(server, "_attach", NULL);
-#endif
-        if (r == NULL) {
-            Py_DECREF(fdobj);
-            goto error;
-        }
-        Py_DECREF(r);
-    }
-    /* loop._transports[fd] = self */
-    PyObject *transports =
-        PyObject_GetAttrString((PyObject *)loop, "_transports");
-    int rc =
-        transports ? PyObject_SetItem(transports, fdobj, (PyObject *)t) : -1;
-    Py_XDECREF(transports);
-    Py_DECREF(fdobj);
-    if (rc < 0) {
-        goto error;
-    }
-    PyObject *r = PyObject_CallOneArg(st->set_nodelay, sock);
+    PyObject *r = PyObject_CallOneArg(loop->state->set_nodelay, sock);
     if (r == NULL) {
         goto error;
     }
     Py_DECREF(r);
-    if (waiter != NULL && waiter != Py_None) {
-        t->waiter = Py_NewRef(waiter);
-    }
-    if (stream_queue(t, EV_CONNECTION_MADE) < 0 ||
-        stream_queue(t, EV_START_READING) < 0 ||
-        (t->waiter != NULL && stream_queue(t, EV_WAKE_WAITER) < 0)) {
-        goto error;
-    }
     return (PyObject *)t;
 error:
     /* Don't warn about the socket we were handed: the caller owns it. */
@@ -1647,15 +809,15 @@ aloop_stream_setup_types(PyObject *module, aloop_state *st)
         PyDict_GetItemString(((PyTypeObject *)bt)->tp_dict, "_extra");
     if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type) ||
         ((PyMemberDescrObject *)d)->d_member->offset !=
-            offsetof(StreamObj, extra) ||
+            offsetof(TransportObj, extra) ||
         ((PyTypeObject *)base)->tp_basicsize !=
-            (Py_ssize_t)offsetof(StreamObj, loop)) {
+            (Py_ssize_t)offsetof(TransportObj, ops)) {
         PyErr_SetString(PyExc_ImportError,
                         "aloop: unexpected asyncio.Transport layout");
         goto done;
     }
-    st->StreamType =
-        (PyTypeObject *)PyType_FromModuleAndSpec(module, &stream_spec, base);
+    st->StreamType = aloop_transport_make_type(
+        module, &stream_spec, base, StreamObj_methods, StreamObj_getset);
     if (st->StreamType == NULL) {
         goto done;
     }
