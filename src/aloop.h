@@ -49,6 +49,7 @@ typedef struct {
     PyTypeObject *SockOpType;
     PyTypeObject *StreamType;
     PyTypeObject *AcceptorType;
+    PyTypeObject *DatagramType;
 
     PyObject *Future;            /* asyncio.Future */
     PyObject *SelectorKey;       /* selectors.SelectorKey */
@@ -402,6 +403,7 @@ typedef struct {
 
 #define ALOOP_TRANSPORT_HEAD                                                \
     PyObject_HEAD PyObject *extra; /* BaseTransport._extra: stays first */  \
+    PyObject *fc_slots[4]; /* _FlowControlMixin slots: shadowed, unused */  \
     const aloop_transport_ops *ops;                                         \
     LoopObj *loop; /* NULL once connection_lost ran (stdlib: _loop None) */ \
     PyObject *sock;                                                         \
@@ -430,11 +432,13 @@ struct TransportObj {
 extern PyMethodDef aloop_transport_methods[];
 extern PyGetSetDef aloop_transport_getset[];
 extern PyMemberDef aloop_transport_members[];
-/* Create a transport type over `base` (asyncio.Transport or
- * DatagramTransport) with the shared methods plus `methods`. */
+/* Create a transport type: a subclass of transports._FlowControlMixin
+ * (and of transports.<also> if given, e.g. "DatagramTransport"), with the
+ * shared methods plus `methods`; the base layout is checked first. */
 PyTypeObject *
-aloop_transport_make_type(PyObject *module, PyType_Spec *spec, PyObject *base,
-                          PyMethodDef *methods, PyGetSetDef *getset);
+aloop_transport_make_type(PyObject *module, PyType_Spec *spec,
+                          const char *also, PyMethodDef *methods,
+                          PyGetSetDef *getset);
 /* _SelectorTransport.__init__ plus the connection_made / start reading /
  * waiter events.  `t` is freshly allocated and zeroed beyond its header. */
 int
@@ -481,6 +485,11 @@ aloop_stream_setup_types(PyObject *module, aloop_state *st);
 PyObject *
 aloop_stream_new(LoopObj *loop, PyObject *sock, PyObject *protocol,
                  PyObject *waiter, PyObject *extra, PyObject *server);
+
+/* -------------------------------------------------------------- datagram.c */
+extern PyMethodDef aloop_datagram_loop_methods[];
+int
+aloop_datagram_setup_types(PyObject *module, aloop_state *st);
 
 /* ---------------------------------------------------------------- server.c */
 extern PyMethodDef aloop_server_methods[];

@@ -54,4 +54,17 @@ aloop_is_finalizing(void)
 #endif
 }
 
+/* TypeError: data argument must be a bytes-like object, not 'name' */
+static inline void
+aloop_type_error_not_bytes(PyObject *data)
+{
+    PyObject *name = PyType_GetName(Py_TYPE(data));
+    if (name != NULL) {
+        PyErr_Format(PyExc_TypeError,
+                     "data argument must be a bytes-like object, not %R",
+                     name);
+        Py_DECREF(name);
+    }
+}
+
 #endif /* ALOOP_COMPAT_H */

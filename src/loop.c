@@ -1358,9 +1358,13 @@ aloop_loop_setup_types(PyObject *module, aloop_state *st)
     /* The method tables of loop_io.c and signals.c join ours. */
     static PyMethodDef all[64];
     size_t n = 0;
-    PyMethodDef *tables[] = {LoopObj_methods,           aloop_loop_io_methods,
-                             aloop_signal_methods,      aloop_sockops_methods,
-                             aloop_stream_loop_methods, aloop_server_methods};
+    PyMethodDef *tables[] = {LoopObj_methods,
+                             aloop_loop_io_methods,
+                             aloop_signal_methods,
+                             aloop_sockops_methods,
+                             aloop_stream_loop_methods,
+                             aloop_server_methods,
+                             aloop_datagram_loop_methods};
     for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++) {
         for (PyMethodDef *m = tables[t]; m->ml_name != NULL; m++) {
             if (n + 1 >= sizeof(all) / sizeof(all[0])) {

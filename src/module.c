@@ -127,6 +127,7 @@ module_traverse(PyObject *mod, visitproc visit, void *arg)
     Py_VISIT(st->SockOpType);
     Py_VISIT(st->StreamType);
     Py_VISIT(st->AcceptorType);
+    Py_VISIT(st->DatagramType);
 #define VISIT(name) Py_VISIT(st->name);
     STATE_OBJECTS(VISIT)
 #undef VISIT
@@ -144,6 +145,7 @@ module_clear(PyObject *mod)
     Py_CLEAR(st->SockOpType);
     Py_CLEAR(st->StreamType);
     Py_CLEAR(st->AcceptorType);
+    Py_CLEAR(st->DatagramType);
     aloop_handle_freelist_clear(st);
 #define CLEAR(name) Py_CLEAR(st->name);
     STATE_OBJECTS(CLEAR)
@@ -255,6 +257,7 @@ module_exec(PyObject *mod)
         aloop_sockops_setup_types(mod, st) < 0 ||
         aloop_stream_setup_types(mod, st) < 0 ||
         aloop_server_setup_types(mod, st) < 0 ||
+        aloop_datagram_setup_types(mod, st) < 0 ||
         aloop_loop_setup_types(mod, st) < 0) {
         return -1;
     }

@@ -1,5 +1,6 @@
 /* server.c -- the accept machinery behind asyncio's Server:
- * loop._start_serving() / loop._stop_serving().
+ * loop._start_serving().  _stop_serving stays the stdlib's (it calls our
+ * _remove_reader, and on 3.13 unlinks a Unix server's socket path).
  *
  * _start_serving registers an Acceptor (the listening socket and the
  * serving parameters) as the internal reader of the listening fd.  On
@@ -380,28 +381,9 @@ error:
     return NULL;
 }
 
-/* _stop_serving(sock): stop accepting, close the listening socket. */
-static PyObject *
-LoopObj__stop_serving(LoopObj *self, PyObject *sock)
-{
-    PyObject *fdobj = PyObject_CallMethod(sock, "fileno", NULL);
-    if (fdobj == NULL) {
-        return NULL;
-    }
-    PyObject *r =
-        PyObject_CallMethod((PyObject *)self, "_remove_reader", "(O)", fdobj);
-    Py_DECREF(fdobj);
-    if (r == NULL) {
-        return NULL;
-    }
-    Py_DECREF(r);
-    return PyObject_CallMethod(sock, "close", NULL);
-}
-
 PyMethodDef aloop_server_methods[] = {
     {"_start_serving", (PyCFunction)(void (*)(void))LoopObj__start_serving,
      METH_VARARGS | METH_KEYWORDS, NULL},
-    {"_stop_serving", (PyCFunction)LoopObj__stop_serving, METH_O, NULL},
     {NULL, NULL, 0, NULL},
 };
 

@@ -359,9 +359,7 @@ stream_write(StreamObj *t, PyObject *data)
         buf = view.buf;
         len = view.len;
     } else {
-        PyErr_Format(PyExc_TypeError,
-                     "data argument must be a bytes-like object, not '%.200s'",
-                     Py_TYPE(data)->tp_name);
+        aloop_type_error_not_bytes(data);
         return -1;
     }
     int rc = 0;
@@ -793,60 +791,27 @@ PyMethodDef aloop_stream_loop_methods[] = {
 int
 aloop_stream_setup_types(PyObject *module, aloop_state *st)
 {
-    PyObject *base = NULL,
-             *transports = PyImport_ImportModule("asyncio.transports");
-    if (transports == NULL) {
+    st->StreamType = aloop_transport_make_type(
+        module, &stream_spec, NULL, StreamObj_methods, StreamObj_getset);
+    if (st->StreamType == NULL) {
         return -1;
     }
-    base = PyObject_GetAttrString(transports, "Transport");
-    PyObject *bt = PyObject_GetAttrString(transports, "BaseTransport");
-    Py_DECREF(transports);
-    int rc = -1;
-    if (base == NULL || bt == NULL) {
-        goto done;
-    }
-    PyObject *d =
-        PyDict_GetItemString(((PyTypeObject *)bt)->tp_dict, "_extra");
-    if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type) ||
-        ((PyMemberDescrObject *)d)->d_member->offset !=
-            offsetof(TransportObj, extra) ||
-        ((PyTypeObject *)base)->tp_basicsize !=
-            (Py_ssize_t)offsetof(TransportObj, ops)) {
-        PyErr_SetString(PyExc_ImportError,
-                        "aloop: unexpected asyncio.Transport layout");
-        goto done;
-    }
-    st->StreamType = aloop_transport_make_type(
-        module, &stream_spec, base, StreamObj_methods, StreamObj_getset);
-    if (st->StreamType == NULL) {
-        goto done;
-    }
-    PyObject *mode = NULL;
     PyObject *constants = PyImport_ImportModule("asyncio.constants");
     PyObject *sm =
         constants ? PyObject_GetAttrString(constants, "_SendfileMode") : NULL;
-    mode = sm ? PyObject_GetAttrString(sm, "TRY_NATIVE") : NULL;
+    PyObject *mode = sm ? PyObject_GetAttrString(sm, "TRY_NATIVE") : NULL;
     Py_XDECREF(sm);
     Py_XDECREF(constants);
     PyObject *maxsize = PyLong_FromLong(STREAM_MAX_SIZE);
-    if (mode == NULL || maxsize == NULL ||
-        PyObject_SetAttrString((PyObject *)st->StreamType,
-                               "_sendfile_compatible", mode) < 0 ||
-        PyObject_SetAttrString((PyObject *)st->StreamType,
-                               "_start_tls_compatible", Py_True) < 0 ||
-        PyObject_SetAttrString((PyObject *)st->StreamType, "max_size",
-                               maxsize) < 0 ||
-        PyModule_AddObjectRef(module, "StreamTransport",
-                              (PyObject *)st->StreamType) < 0) {
-        Py_XDECREF(mode);
-        Py_XDECREF(maxsize);
-        goto done;
-    }
-    Py_DECREF(mode);
-    Py_DECREF(maxsize);
-    rc = 0;
-done:
-    Py_XDECREF(base);
-    Py_XDECREF(bt);
+    PyObject *tp = (PyObject *)st->StreamType;
+    int rc =
+        (mode == NULL || maxsize == NULL ||
+         PyObject_SetAttrString(tp, "_sendfile_compatible", mode) < 0 ||
+         PyObject_SetAttrString(tp, "_start_tls_compatible", Py_True) < 0 ||
+         PyObject_SetAttrString(tp, "max_size", maxsize) < 0)
+            ? -1
+            : PyModule_AddObjectRef(module, "StreamTransport", tp);
+    Py_XDECREF(mode);
+    Py_XDECREF(maxsize);
     return rc;
 }

@@ -921,10 +921,51 @@ transport_merge(void *out, size_t elem, size_t cap, const void *a,
     return 0;
 }
 
-PyTypeObject *
-aloop_transport_make_type(PyObject *module, PyType_Spec *spec, PyObject *base,
-                          PyMethodDef *methods, PyGetSetDef *getset)
+/* The C struct must match the stdlib's slots: BaseTransport._extra first,
+ * then _FlowControlMixin's four slots, then our fields. */
+static PyObject *
+transport_bases(const char *also)
 {
+    PyObject *mod = PyImport_ImportModule("asyncio.transports");
+    if (mod == NULL) {
+        return NULL;
+    }
+    PyObject *bt = PyObject_GetAttrString(mod, "BaseTransport");
+    PyObject *fc = PyObject_GetAttrString(mod, "_FlowControlMixin");
+    PyObject *extra = also ? PyObject_GetAttrString(mod, also) : NULL;
+    Py_DECREF(mod);
+    PyObject *bases = NULL;
+    if (bt == NULL || fc == NULL || (also && extra == NULL)) {
+        goto done;
+    }
+    PyObject *d =
+        PyDict_GetItemString(((PyTypeObject *)bt)->tp_dict, "_extra");
+    if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type) ||
+        ((PyMemberDescrObject *)d)->d_member->offset !=
+            offsetof(TransportObj, extra) ||
+        ((PyTypeObject *)fc)->tp_basicsize !=
+            (Py_ssize_t)offsetof(TransportObj, ops)) {
+        PyErr_SetString(PyExc_ImportError,
+                        "aloop: unexpected asyncio transport layout");
+        goto done;
+    }
+    bases = extra ? PyTuple_Pack(2, fc, extra) : PyTuple_Pack(1, fc);
+done:
+    Py_XDECREF(bt);
+    Py_XDECREF(fc);
+    Py_XDECREF(extra);
+    return bases;
+}
+
+PyTypeObject *
+aloop_transport_make_type(PyObject *module, PyType_Spec *spec,
+                          const char *also, PyMethodDef *methods,
+                          PyGetSetDef *getset)
+{
+    PyObject *base = transport_bases(also);
+    if (base == NULL) {
+        return NULL;
+    }
     /* Each transport type gets its own merged tables; they must outlive
      * the type, hence heap memory owned by the process. */
     PyMethodDef *m = PyMem_RawCalloc(64, sizeof(PyMethodDef));
@@ -936,6 +977,7 @@ aloop_transport_make_type(PyObject *module, PyType_Spec *spec, PyObject *base,
             0) {
         PyMem_RawFree(m);
         PyMem_RawFree(g);
+        Py_DECREF(base);
         if (!PyErr_Occurred()) {
             PyErr_NoMemory();
         }
@@ -956,5 +998,6 @@ aloop_transport_make_type(PyObject *module, PyType_Spec *spec, PyObject *base,
     PyTypeObject *tp =
         (PyTypeObject *)PyType_FromModuleAndSpec(module, spec, base);
     spec->slots = NULL;
+    Py_DECREF(base);
     return tp;
 }
