@@ -3,8 +3,8 @@
 - `loop_kind`      "asyncio" or "aloop" (the parametrization)
 - `loop_factory`   zero-argument callable creating a new loop of that kind
 - `loop`           a new loop with a recording exception handler; on teardown
-                   it is closed, and the test errors if the exception handler
-                   was called and the test did not consume the records
+                   it is closed.  The test fails if the exception handler was
+                   called and the test did not consume the records
 - `exc_records`    the recorder installed on `loop` (use `.take()`)
 
 If aloop cannot be imported, every "aloop" test fails (it is never skipped).
@@ -18,8 +18,9 @@ import pytest
 
 from _aloop_support import LOOP_KINDS, new_loop_function
 
-# Default per-test timeout (seconds) when pytest-timeout is installed.
-DEFAULT_TEST_TIMEOUT = 120
+# Per-test bound (seconds) used only when pytest-timeout is not installed
+# (with it, pyproject's `timeout` setting or --timeout applies).
+DEFAULT_TEST_TIMEOUT = 300
 
 
 class ExceptionRecorder:
@@ -87,19 +88,18 @@ def restore_policy():
         asyncio.set_event_loop_policy(policy)
 
 
-def pytest_configure(config):
-    config.addinivalue_line(
-        "markers", "timeout(seconds): per-test timeout (pytest-timeout)"
-    )
-
-
-def pytest_collection_modifyitems(config, items):
-    # Give every test a bound in time: pytest-timeout's marker when the
-    # plugin is installed (the test's own marker wins).
-    if config.pluginmanager.hasplugin("timeout"):
-        for item in items:
-            if item.get_closest_marker("timeout") is None:
-                item.add_marker(pytest.mark.timeout(DEFAULT_TEST_TIMEOUT))
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    # Unexpected exception-handler calls fail the test itself (the `loop`
+    # fixture's teardown catches whatever is recorded later, as an error).
+    outcome = yield
+    rec = getattr(item, "funcargs", {}).get("exc_records")
+    if (rec is None or not rec.records or outcome.excinfo is not None
+            or not hasattr(outcome, "force_exception")):
+        return
+    msg = "exception handler called unexpectedly:\n" + rec.describe()
+    rec.take()
+    outcome.force_exception(pytest.fail.Exception(msg, pytrace=False))
 
 
 @pytest.fixture(autouse=True)

@@ -258,3 +258,32 @@ def test_call_soon_with_many_args(loop):
 def test_call_soon_keyword_other_than_context_rejected(loop):
     with pytest.raises(TypeError):
         loop.call_soon(lambda: None, foo=1)
+
+
+def test_queue_grows_during_iteration_keeps_fifo(loop):
+    # A callback schedules many more while the iteration is running: they
+    # all run, in order, in the next iteration.
+    calls = []
+
+    def burst():
+        calls.append("burst")
+        for i in range(5000):
+            loop.call_soon(calls.append, i)
+
+    loop.call_soon(burst)
+    loop.call_soon(calls.append, "same-iteration")
+    run_once(loop)
+    assert calls == ["burst", "same-iteration"]
+    run_once(loop)
+    assert calls[2:] == list(range(5000))
+
+
+def test_callback_scheduling_callback_scheduling(loop):
+    # call_soon(call_soon, ...) chains: each level runs one iteration later.
+    calls = []
+    loop.call_soon(loop.call_soon, loop.call_soon, calls.append, "deep")
+    run_once(loop)
+    run_once(loop)
+    assert calls == []
+    run_once(loop)
+    assert calls == ["deep"]

@@ -454,3 +454,56 @@ def test_add_reader_closed_fd_raises(loop):
     with pytest.raises(OSError):
         loop.add_reader(r, cb)
     assert loop.remove_reader(r) is False
+
+
+def test_exception_with_unreprable_args(loop, exc_records):
+    # Formatting "Exception in callback ..." must survive arguments whose
+    # repr() raises.
+    class BadRepr:
+        def __repr__(self):
+            raise RuntimeError("no repr for you")
+
+    def failing(arg):
+        raise Boom()
+
+    h = loop.call_soon(failing, BadRepr())
+    repr(h)  # no exception either
+    run_once(loop)
+    [ctx] = exc_records.take()
+    assert ctx["message"].startswith("Exception in callback ")
+    assert isinstance(ctx["exception"], Boom)
+
+
+def test_exception_handler_stops_loop(loop):
+    def handler(lp, ctx):
+        lp.stop()
+
+    loop.set_exception_handler(handler)
+    calls = []
+
+    def failing():
+        raise Boom()
+
+    loop.call_soon(failing)
+    loop.call_later(0.01, calls.append, "not reached")
+    loop.call_later(10, loop.stop)  # safety net
+    loop.run_forever()
+    assert calls == []
+
+
+def test_exception_handler_raising_base_exception(loop):
+    # A KeyboardInterrupt raised by the exception handler itself
+    # propagates out of run_forever like one raised by a callback.
+    def handler(lp, ctx):
+        raise KeyboardInterrupt
+
+    loop.set_exception_handler(handler)
+
+    def failing():
+        raise Boom()
+
+    loop.call_soon(failing)
+    with pytest.raises(KeyboardInterrupt):
+        loop.run_forever()
+    assert not loop.is_running()
+    assert asyncio._get_running_loop() is None

@@ -290,3 +290,55 @@ def test_handle_types_subclass_stdlib_handles(loop_kind, loop):
     assert type(t).__name__ == "TimerHandle"
     t.cancel()
     run_once(loop)
+
+
+# ---------------------------------------------------------------- lifetime
+
+
+def test_handles_outlive_their_loop(loop_factory):
+    # Handles kept after the loop is closed and gone: using them is safe.
+    import gc
+
+    lp = loop_factory()
+    h = lp.call_soon(cb, 1)
+    t = lp.call_later(100, cb, 2)
+    done = lp.call_soon(cb)
+    lp.call_soon(lp.stop)
+    lp.run_forever()
+    lp.close()
+    del lp
+    gc.collect()
+    for handle in (h, t, done):
+        repr(handle)
+        handle.cancel()
+        assert handle.cancelled()
+        repr(handle)
+    assert t.when() > 0
+    hash(t)
+
+
+def test_cancel_handle_inside_its_own_callback(loop):
+    handles = []
+
+    def self_cancel():
+        handles[0].cancel()
+
+    handles.append(loop.call_soon(self_cancel))
+    timer = loop.call_at(loop.time() - 1, lambda: timer.cancel())
+    run_once(loop)
+    assert handles[0].cancelled()
+    assert timer.cancelled()
+    run_once(loop)
+
+
+def test_callback_holding_only_reference_to_handle(loop):
+    # The queue owns the handle; callers may drop it immediately.
+    import gc
+
+    calls = []
+    for i in range(100):
+        loop.call_soon(calls.append, i)
+        loop.call_at(loop.time() - 1, calls.append, 1000 + i)
+    gc.collect()
+    run_once(loop)
+    assert sorted(calls) == list(range(100)) + list(range(1000, 1100))

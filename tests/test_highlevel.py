@@ -498,7 +498,7 @@ def test_asyncgen_finalizer_hook(loop):
         await g.__anext__()
         del g
         gc.collect()
-        for _ in range(10):
+        for _ in range(100):
             await asyncio.sleep(0)
             if log:
                 break
@@ -675,7 +675,7 @@ def test_protocol_callbacks(loop):
         await writer.wait_closed()
         server.close()
         await server.wait_closed()
-        for _ in range(20):
+        for _ in range(1000):  # bounded: at most ~5 s
             if events and events[-1][0] == "lost":
                 break
             await asyncio.sleep(0.005)

@@ -377,7 +377,9 @@ async def main():
     # Sent from another thread while the loop sleeps in its poll.
     threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)).start()
     # Long after the SIGINT and long before the sleep ends.
-    threading.Timer(5, late.set).start()
+    marker = threading.Timer(5, late.set)
+    marker.daemon = True  # don't keep the process alive for it
+    marker.start()
     try:
         # Runner's SIGINT handler cancels this task and wakes the loop with
         # call_soon_threadsafe: the sleep must be interrupted right away,

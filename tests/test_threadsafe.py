@@ -260,3 +260,41 @@ def test_threadsafe_while_loop_busy_with_timers(loop, n_threads):
             t.join()
     for tid in range(n_threads):
         assert [i for (t, i) in got if t == tid] == list(range(per_thread))
+
+
+def test_threadsafe_racing_with_close(loop_factory):
+    # Threads keep posting while the loop is stopped and closed: each call
+    # either succeeds or raises RuntimeError('Event loop is closed').
+    # Never a crash.
+    lp = loop_factory()
+    lp.set_debug(False)
+    stop_posting = threading.Event()
+    errors = []
+    unexpected = []
+
+    def worker():
+        while not stop_posting.is_set():
+            try:
+                lp.call_soon_threadsafe(lambda: None)
+            except RuntimeError as exc:
+                errors.append(str(exc))
+                return
+            except BaseException as exc:  # reported below
+                unexpected.append(exc)
+                return
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        lp.call_later(0.05, lp.stop)
+        lp.run_forever()
+        lp.close()
+        time.sleep(0.02)
+    finally:
+        stop_posting.set()
+        for t in threads:
+            t.join()
+        lp.close()
+    assert unexpected == []
+    assert set(errors) <= {"Event loop is closed"}

@@ -105,8 +105,11 @@ def test_equal_deadlines_fire_in_same_iteration(loop):
     done = loop.create_future()
     loop.call_at(when + 0.03, done.set_result, None)
     run(loop, done)
+    # All equal-deadline timers ran before what the first of them scheduled
+    # with call_soon: they were queued together.  ("later" may share their
+    # iteration on a loaded machine, so its position is not checked.)
     assert sorted(calls[:n]) == list(range(n))
-    assert calls[n:] == ["next-iteration", "later"]
+    assert sorted(calls[n:]) == ["later", "next-iteration"]
 
 
 def test_zero_delay_timer_runs_after_queued_callbacks(loop):
