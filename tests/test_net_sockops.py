@@ -1,0 +1,817 @@
+"""loop.sock_* operations: results, waiting, cancellation, errors, and the
+standard library's checks (transport-owned fds, blocking sockets in debug
+mode, SSL sockets, closed loop)."""
+
+import asyncio
+import hashlib
+import io
+import os
+import socket
+import ssl
+
+import pytest
+
+from _net_support import (BIG, LOCALHOST4, RawPeer,
+                          RecordingProtocol, connect_to_raw_peer,
+                          fill_pattern, free_port, listener, run,
+                          set_linger_reset, spin, tcp_pair, udp_pair,
+                          unix_dir, unix_path)  # noqa: F401 (fixtures)
+
+
+@pytest.fixture
+def pair():
+    a, b = tcp_pair()
+    yield a, b
+    a.close()
+    b.close()
+
+
+@pytest.fixture
+def udp():
+    a, b = udp_pair()
+    yield a, b
+    a.close()
+    b.close()
+
+
+async def pending(task, iterations=5):
+    """Let the loop run a little and check the task is still waiting."""
+    await spin(asyncio.get_running_loop(), iterations, 0.005)
+    assert not task.done(), task
+    return task
+
+
+async def cancelled(task):
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert task.cancelled()
+
+
+# -------------------------------------------------------------- sock_recv
+
+
+def test_sock_recv(loop, pair):
+    a, b = pair
+
+    async def main():
+        b.send(b"ready")
+        assert await loop.sock_recv(a, 100) == b"ready"
+        # Waits for data.
+        task = await pending(asyncio.ensure_future(loop.sock_recv(a, 100)))
+        b.send(b"later")
+        assert await asyncio.wait_for(task, 30) == b"later"
+        # At most n bytes.
+        b.send(b"0123456789")
+        assert await loop.sock_recv(a, 4) == b"0123"
+        assert await loop.sock_recv(a, 100) == b"456789"
+        # EOF
+        task = await pending(asyncio.ensure_future(loop.sock_recv(a, 100)))
+        b.shutdown(socket.SHUT_WR)
+        assert await asyncio.wait_for(task, 30) == b""
+        assert await loop.sock_recv(a, 100) == b""
+
+    run(loop, main())
+
+
+def test_sock_recv_peer_reset(loop, pair):
+    a, b = pair
+
+    async def main():
+        task = await pending(asyncio.ensure_future(loop.sock_recv(a, 100)))
+        set_linger_reset(b)
+        b.close()
+        with pytest.raises(ConnectionResetError):
+            await asyncio.wait_for(task, 30)
+
+    run(loop, main())
+
+
+def test_sock_recv_into(loop, pair):
+    a, b = pair
+
+    async def main():
+        buf = bytearray(10)
+        b.send(b"abc")
+        assert await loop.sock_recv_into(a, buf) == 3
+        assert buf == b"abc" + bytes(7)
+        task = await pending(asyncio.ensure_future(
+            loop.sock_recv_into(a, memoryview(buf)[5:])))
+        b.send(b"0123456789")
+        assert await asyncio.wait_for(task, 30) == 5
+        assert buf == b"abc\0\x0001234"
+        assert await loop.sock_recv_into(a, buf) == 5
+        assert buf[:5] == b"56789"
+        b.shutdown(socket.SHUT_WR)
+        assert await loop.sock_recv_into(a, buf) == 0
+
+    run(loop, main())
+
+
+def test_sock_recvfrom(loop, udp):
+    a, b = udp
+
+    async def main():
+        a.sendto(b"dgram", b.getsockname())
+        data, addr = await loop.sock_recvfrom(b, 100)
+        assert (data, addr) == (b"dgram", a.getsockname())
+        task = await pending(asyncio.ensure_future(loop.sock_recvfrom(b,
+                                                                      100)))
+        a.sendto(b"later", b.getsockname())
+        assert await asyncio.wait_for(task, 30) == (b"later",
+                                                    a.getsockname())
+        # A datagram longer than bufsize is truncated.
+        a.sendto(b"0123456789", b.getsockname())
+        assert await loop.sock_recvfrom(b, 4) == (b"0123", a.getsockname())
+        # An empty datagram.
+        a.sendto(b"", b.getsockname())
+        assert await loop.sock_recvfrom(b, 100) == (b"", a.getsockname())
+
+    run(loop, main())
+
+
+def test_sock_recvfrom_ipv6(loop):
+    a, b = udp_pair(socket.AF_INET6)
+
+    async def main():
+        with a, b:
+            task = await pending(asyncio.ensure_future(
+                loop.sock_recvfrom(b, 100)))
+            a.sendto(b"v6", b.getsockname())
+            data, addr = await asyncio.wait_for(task, 30)
+            assert data == b"v6"
+            assert addr[:2] == a.getsockname()[:2]
+
+    run(loop, main())
+
+
+def test_sock_recvfrom_into(loop, udp):
+    a, b = udp
+
+    async def main():
+        buf = bytearray(8)
+        a.sendto(b"abc", b.getsockname())
+        assert await loop.sock_recvfrom_into(b, buf) == (3, a.getsockname())
+        assert buf[:3] == b"abc"
+        # nbytes=0 means len(buf); longer datagrams are truncated.
+        task = await pending(asyncio.ensure_future(
+            loop.sock_recvfrom_into(b, buf)))
+        a.sendto(b"0123456789", b.getsockname())
+        assert await asyncio.wait_for(task, 30) == (8, a.getsockname())
+        assert buf == b"01234567"
+        a.sendto(b"xyz", b.getsockname())
+        assert await loop.sock_recvfrom_into(b, buf, 2) == (
+            2, a.getsockname())
+        assert buf == b"xy234567"
+
+    run(loop, main())
+
+
+# ------------------------------------------------------------ sock_sendall
+
+
+def test_sock_sendall_small(loop, pair):
+    a, b = pair
+
+    async def main():
+        assert await loop.sock_sendall(a, b"bytes") is None
+        assert await loop.sock_sendall(a, bytearray(b"array")) is None
+        assert await loop.sock_sendall(a, memoryview(b"__view__")[2:6]) \
+            is None
+        assert await loop.sock_sendall(a, b"") is None
+        peer = RawPeer(loop, b)
+        assert await peer.read_at_least(14) == b"bytesarrayview"
+
+    run(loop, main())
+
+
+def test_sock_sendall_large(loop, pair):
+    """A sendall much larger than the kernel buffers waits (EAGAIN) until
+    the peer reads, and sends everything in order."""
+    a, b = pair
+    data = fill_pattern(BIG, seed=11)
+
+    async def main():
+        task = await pending(asyncio.ensure_future(loop.sock_sendall(a,
+                                                                     data)))
+        peer = RawPeer(loop, b)
+        peer.start_reading()
+        assert await asyncio.wait_for(task, 30) is None
+        got = await peer.read_at_least(len(data))
+        assert len(got) == len(data)
+        assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+        peer.stop_reading()
+
+    run(loop, main())
+
+
+def test_sock_sendall_peer_reset(loop, pair):
+    a, b = pair
+
+    async def main():
+        task = await pending(asyncio.ensure_future(
+            loop.sock_sendall(a, b"\0" * BIG)))
+        set_linger_reset(b)
+        b.close()
+        with pytest.raises(ConnectionResetError):
+            await asyncio.wait_for(task, 30)
+
+    run(loop, main())
+
+
+# ------------------------------------------------------------- sock_sendto
+
+
+def test_sock_sendto(loop, udp):
+    a, b = udp
+    b.settimeout(10)
+
+    async def main():
+        assert await loop.sock_sendto(a, b"hello", b.getsockname()) == 5
+        assert b.recvfrom(100) == (b"hello", a.getsockname())
+        assert await loop.sock_sendto(a, bytearray(b"x" * 1000),
+                                      b.getsockname()) == 1000
+        assert b.recvfrom(2000) == (b"x" * 1000, a.getsockname())
+        assert await loop.sock_sendto(a, b"", b.getsockname()) == 0
+        assert b.recvfrom(100) == (b"", a.getsockname())
+
+    run(loop, main())
+
+
+# ------------------------------------------------------------ sock_connect
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+def test_sock_connect(loop, family):
+    async def main():
+        lsock = listener(family)
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        with lsock, sock:
+            addr = lsock.getsockname()
+            assert await loop.sock_connect(sock, addr[:2]) is None
+            assert sock.getpeername()[:2] == addr[:2]
+            lsock.settimeout(10)
+            conn, peer_addr = lsock.accept()
+            with conn:
+                assert peer_addr[:2] == sock.getsockname()[:2]
+                await loop.sock_sendall(sock, b"connected")
+                conn.settimeout(10)
+                assert conn.recv(100) == b"connected"
+
+    run(loop, main())
+
+
+def test_sock_connect_unix(loop, unix_path):
+    async def main():
+        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        with lsock, sock:
+            lsock.bind(unix_path)
+            lsock.listen(5)
+            assert await loop.sock_connect(sock, unix_path) is None
+            assert sock.getpeername() == unix_path
+
+    run(loop, main())
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+def test_sock_connect_refused(loop, family):
+    async def main():
+        closed = free_port(family)
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        with closed, sock:
+            with pytest.raises(ConnectionRefusedError):
+                await loop.sock_connect(sock, closed.getsockname()[:2])
+
+    run(loop, main())
+
+
+def test_sock_connect_unix_errors(loop, unix_dir):
+    async def main():
+        missing = os.path.join(unix_dir, "missing")
+        bound = os.path.join(unix_dir, "bound")
+        not_listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        not_listening.bind(bound)
+        with not_listening:
+            for path, exc in [(missing, FileNotFoundError),
+                              (bound, ConnectionRefusedError)]:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.setblocking(False)
+                with sock:
+                    with pytest.raises(exc):
+                        await loop.sock_connect(sock, path)
+
+    run(loop, main())
+
+
+# ------------------------------------------------------------- sock_accept
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+def test_sock_accept(loop, family):
+    async def main():
+        lsock = listener(family)
+        lsock.setblocking(False)
+        with lsock:
+            addr = lsock.getsockname()[:2]
+            # A connection already waiting.
+            c1 = socket.create_connection(addr, timeout=10)
+            conn, peer = await loop.sock_accept(lsock)
+            with c1, conn:
+                assert conn.gettimeout() == 0  # non-blocking
+                assert conn.family == family
+                assert peer[:2] == c1.getsockname()[:2]
+                assert conn.getpeername()[:2] == c1.getsockname()[:2]
+            # Waiting for a connection.
+            task = await pending(asyncio.ensure_future(
+                loop.sock_accept(lsock)))
+            c2 = socket.create_connection(addr, timeout=10)
+            conn, peer = await asyncio.wait_for(task, 30)
+            with c2, conn:
+                assert conn.gettimeout() == 0
+                assert peer[:2] == c2.getsockname()[:2]
+                c2.sendall(b"through")
+                assert await loop.sock_recv(conn, 100) == b"through"
+
+    run(loop, main())
+
+
+def test_sock_accept_unix(loop, unix_path):
+    async def main():
+        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        lsock.bind(unix_path)
+        lsock.listen(5)
+        lsock.setblocking(False)
+        with lsock:
+            task = await pending(asyncio.ensure_future(
+                loop.sock_accept(lsock)))
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            client.connect(unix_path)
+            conn, peer = await asyncio.wait_for(task, 30)
+            with client, conn:
+                assert peer == ""
+                assert conn.gettimeout() == 0
+                assert conn.getsockname() == unix_path
+
+    run(loop, main())
+
+
+# ----------------------------------------------------------- sock_sendfile
+
+
+@pytest.fixture
+def data_file(tmp_path):
+    content = fill_pattern(3 * 1024 * 1024 + 17, seed=12)
+    path = tmp_path / "data.bin"
+    path.write_bytes(content)
+    return path, content
+
+
+def test_sock_sendfile(loop, pair, data_file):
+    a, b = pair
+    path, content = data_file
+
+    async def main():
+        peer = RawPeer(loop, b)
+        peer.start_reading()
+        with open(path, "rb") as f:
+            sent = await loop.sock_sendfile(a, f)
+            assert sent == len(content)
+            assert f.tell() == len(content)
+            got = await peer.read_at_least(len(content))
+            assert got == content
+            # offset and count; the file position ends after what was sent.
+            sent = await loop.sock_sendfile(a, f, 1000, 50_000)
+            assert sent == 50_000
+            assert f.tell() == 51_000
+            got = await peer.read_at_least(len(content) + 50_000)
+            assert got[len(content):] == content[1000:51_000]
+            # At the end of the file: nothing to send.
+            sent = await loop.sock_sendfile(a, f, len(content))
+            assert sent == 0
+        peer.stop_reading()
+
+    run(loop, main())
+
+
+def test_sock_sendfile_empty_file(loop, pair, tmp_path):
+    a, b = pair
+    path = tmp_path / "empty"
+    path.write_bytes(b"")
+
+    async def main():
+        with open(path, "rb") as f:
+            assert await loop.sock_sendfile(a, f) == 0
+
+    run(loop, main())
+
+
+def test_sock_sendfile_fallback(loop, pair):
+    """A file object without a file descriptor: the fallback (read and
+    sock_sendall) is used, unless fallback=False."""
+    a, b = pair
+    content = fill_pattern(300_000, seed=13)
+
+    async def main():
+        peer = RawPeer(loop, b)
+        peer.start_reading()
+        f = io.BytesIO(content)
+        assert await loop.sock_sendfile(a, f) == len(content)
+        assert f.tell() == len(content)
+        assert await peer.read_at_least(len(content)) == content
+        with pytest.raises(asyncio.SendfileNotAvailableError):
+            await loop.sock_sendfile(a, io.BytesIO(b"x"), fallback=False)
+        peer.stop_reading()
+
+    run(loop, main())
+
+
+def test_sock_sendfile_argument_errors(loop, pair, udp, data_file):
+    a, b = pair
+    path, content = data_file
+
+    async def main():
+        with open(path, "rb") as f:
+            with pytest.raises(ValueError):
+                await loop.sock_sendfile(udp[0], f)
+            with pytest.raises(ValueError):
+                await loop.sock_sendfile(a, f, -1)
+            with pytest.raises(ValueError):
+                await loop.sock_sendfile(a, f, 0, 0)
+            with pytest.raises(TypeError):
+                await loop.sock_sendfile(a, f, 0, "1")
+        with open(path, "r", encoding="latin-1") as f:
+            with pytest.raises(ValueError):
+                await loop.sock_sendfile(a, f)
+
+    run(loop, main())
+
+
+# ------------------------------------------------------------ cancellation
+
+
+def test_cancel_sock_recv_loses_no_data(loop, pair):
+    a, b = pair
+
+    async def main():
+        task = await pending(asyncio.ensure_future(loop.sock_recv(a, 100)))
+        await cancelled(task)
+        # Cancelling unregisters the reader.
+        assert loop.remove_reader(a.fileno()) is False
+        b.send(b"after")
+        assert await loop.sock_recv(a, 100) == b"after"
+
+    run(loop, main())
+
+
+def test_cancel_sock_recv_when_data_is_ready(loop, pair):
+    """Data arrives, then the operation is cancelled before the loop runs
+    again: the data stays for the next sock_recv()."""
+    a, b = pair
+
+    async def main():
+        task = await pending(asyncio.ensure_future(loop.sock_recv(a, 100)))
+        b.send(b"racy")
+        await cancelled(task)
+        assert await loop.sock_recv(a, 100) == b"racy"
+
+    run(loop, main())
+
+
+def test_cancel_sock_recv_into(loop, pair):
+    a, b = pair
+
+    async def main():
+        buf = bytearray(10)
+        task = await pending(asyncio.ensure_future(
+            loop.sock_recv_into(a, buf)))
+        b.send(b"racy")
+        await cancelled(task)
+        assert buf == bytes(10)  # untouched
+        assert await loop.sock_recv_into(a, buf) == 4
+        assert buf[:4] == b"racy"
+
+    run(loop, main())
+
+
+def test_cancel_sock_recvfrom(loop, udp):
+    a, b = udp
+
+    async def main():
+        task = await pending(asyncio.ensure_future(loop.sock_recvfrom(b,
+                                                                      100)))
+        await cancelled(task)
+        assert loop.remove_reader(b.fileno()) is False
+        task = await pending(asyncio.ensure_future(loop.sock_recvfrom(b,
+                                                                      100)))
+        a.sendto(b"one", b.getsockname())
+        a.sendto(b"two", b.getsockname())
+        await cancelled(task)
+        assert await loop.sock_recvfrom(b, 100) == (b"one", a.getsockname())
+        assert await loop.sock_recvfrom(b, 100) == (b"two", a.getsockname())
+
+    run(loop, main())
+
+
+def test_cancel_sock_recvfrom_into(loop, udp):
+    a, b = udp
+
+    async def main():
+        buf = bytearray(10)
+        task = await pending(asyncio.ensure_future(
+            loop.sock_recvfrom_into(b, buf)))
+        a.sendto(b"racy", b.getsockname())
+        await cancelled(task)
+        assert buf == bytes(10)
+        assert await loop.sock_recvfrom_into(b, buf) == (4, a.getsockname())
+
+    run(loop, main())
+
+
+def test_cancel_sock_accept(loop):
+    async def main():
+        lsock = listener()
+        lsock.setblocking(False)
+        with lsock:
+            addr = lsock.getsockname()
+            task = await pending(asyncio.ensure_future(
+                loop.sock_accept(lsock)))
+            await cancelled(task)
+            assert loop.remove_reader(lsock.fileno()) is False
+            # A connection arriving now is accepted by the next call ...
+            c1 = socket.create_connection(addr, timeout=10)
+            conn, peer = await loop.sock_accept(lsock)
+            with c1, conn:
+                assert peer == c1.getsockname()
+            # ... also when it arrives just before the cancellation.
+            task = await pending(asyncio.ensure_future(
+                loop.sock_accept(lsock)))
+            c2 = socket.create_connection(addr, timeout=10)
+            await cancelled(task)
+            conn, peer = await loop.sock_accept(lsock)
+            with c2, conn:
+                assert peer == c2.getsockname()
+
+    run(loop, main())
+
+
+def test_cancel_sock_sendall(loop, pair):
+    """Cancelling a pending sock_sendall(): what was sent is a prefix of the
+    data; the socket is usable afterwards."""
+    a, b = pair
+    data = fill_pattern(BIG, seed=14)
+
+    async def main():
+        task = await pending(asyncio.ensure_future(loop.sock_sendall(a,
+                                                                     data)))
+        await cancelled(task)
+        assert loop.remove_writer(a.fileno()) is False
+        peer = RawPeer(loop, b)
+        peer.start_reading()
+        await loop.sock_sendall(a, b"tail")
+        a.shutdown(socket.SHUT_WR)
+        got = await peer.read_until_eof()
+        assert got.endswith(b"tail")
+        prefix = got[:-4]
+        assert 0 < len(prefix) < len(data)
+        assert prefix == data[:len(prefix)]
+
+    run(loop, main())
+
+
+def test_cancel_sock_connect(loop):
+    """A connect that cannot complete (the listener's accept queue is full,
+    so the SYN is dropped) is cancelled; the writer is unregistered."""
+    async def main():
+        lsock = socket.socket()
+        lsock.bind((LOCALHOST4, 0))
+        lsock.listen(0)  # Linux queues one connection
+        addr = lsock.getsockname()
+        filler = socket.create_connection(addr, timeout=10)
+        sock = socket.socket()
+        sock.setblocking(False)
+        with lsock, filler, sock:
+            task = await pending(asyncio.ensure_future(
+                loop.sock_connect(sock, addr)), 10)
+            await cancelled(task)
+            assert loop.remove_writer(sock.fileno()) is False
+
+    run(loop, main())
+
+
+def test_cancel_sock_sendfile(loop, pair, tmp_path):
+    a, b = pair
+    content = fill_pattern(BIG, seed=15)
+    path = tmp_path / "big.bin"
+    path.write_bytes(content)
+
+    async def main():
+        with open(path, "rb") as f:
+            task = await pending(asyncio.ensure_future(
+                loop.sock_sendfile(a, f)))
+            await cancelled(task)
+            assert loop.remove_writer(a.fileno()) is False
+        peer = RawPeer(loop, b)
+        peer.start_reading()
+        await loop.sock_sendall(a, b"tail")
+        a.shutdown(socket.SHUT_WR)
+        got = await peer.read_until_eof()
+        assert got.endswith(b"tail")
+        prefix = got[:-4]
+        assert 0 < len(prefix) < len(content)
+        assert prefix == content[:len(prefix)]
+
+    run(loop, main())
+
+
+# ------------------------------------------------ concurrency on a socket
+
+
+def test_concurrent_recv_and_sendall(loop, pair):
+    """A reader and a writer on the same socket at the same time."""
+    a, b = pair
+    data = fill_pattern(BIG, seed=16)
+
+    async def main():
+        recv = asyncio.ensure_future(loop.sock_recv(a, 100))
+        send = asyncio.ensure_future(loop.sock_sendall(a, data))
+        await pending(recv)
+        await pending(send)
+        b.send(b"ping")
+        assert await asyncio.wait_for(recv, 30) == b"ping"
+        assert not send.done()
+        peer = RawPeer(loop, b)
+        peer.start_reading()
+        assert await asyncio.wait_for(send, 30) is None
+        got = await peer.read_at_least(len(data))
+        assert got == data
+        peer.stop_reading()
+
+    run(loop, main())
+
+
+def test_concurrent_sock_recv_last_one_wins(loop, pair):
+    """Two sock_recv() at once on one socket: as in the standard library,
+    the later call takes over the fd's reader; the earlier one waits until
+    it is cancelled (it never gets data), and nothing is lost."""
+    a, b = pair
+
+    async def main():
+        first = await pending(asyncio.ensure_future(loop.sock_recv(a, 100)))
+        second = await pending(asyncio.ensure_future(loop.sock_recv(a,
+                                                                    100)))
+        b.send(b"data")
+        assert await asyncio.wait_for(second, 30) == b"data"
+        await pending(first)
+        b.send(b"more")
+        await spin(loop, 5, 0.005)
+        assert not first.done()
+        await cancelled(first)
+        assert await loop.sock_recv(a, 100) == b"more"
+
+    run(loop, main())
+
+
+def test_many_sockets_at_once(loop):
+    """Operations on many sockets at the same time complete independently."""
+    async def main():
+        pairs = [tcp_pair() for _ in range(50)]
+        try:
+            tasks = [asyncio.ensure_future(loop.sock_recv(a, 100))
+                     for a, _ in pairs]
+            await spin(loop, 3)
+            for i, (_, b) in enumerate(reversed(pairs)):
+                b.send(b"%d" % (len(pairs) - 1 - i))
+            results = await asyncio.wait_for(asyncio.gather(*tasks), 30)
+            assert results == [b"%d" % i for i in range(len(pairs))]
+        finally:
+            for a, b in pairs:
+                a.close()
+                b.close()
+
+    run(loop, main())
+
+
+# ------------------------------------------------------ refused operations
+
+
+def test_fd_used_by_transport_is_refused(loop):
+    async def main():
+        tr, proto, peer = await connect_to_raw_peer(loop, RecordingProtocol)
+        with peer:
+            fd = tr.get_extra_info("socket").fileno()
+            sock = socket.socket(fileno=fd)  # same fd: detached below
+            try:
+                sock.setblocking(False)  # (it is; tell the socket object)
+                ops = [
+                    lambda: loop.sock_recv(sock, 100),
+                    lambda: loop.sock_recv_into(sock, bytearray(10)),
+                    lambda: loop.sock_recvfrom(sock, 100),
+                    lambda: loop.sock_recvfrom_into(sock, bytearray(10)),
+                    lambda: loop.sock_sendall(sock, b"\0" * BIG),
+                ]
+                for op in ops:
+                    with pytest.raises(RuntimeError,
+                                       match="is used by transport"):
+                        await op()
+            finally:
+                sock.detach()
+            # The transport was not disturbed (apart from what sendall
+            # managed to send before it was refused).
+            assert not tr.is_closing()
+            peer.send(b"still mine")
+            await proto.wait_bytes(10)
+            assert proto.data == b"still mine"
+            tr.close()
+            await proto.wait_lost()
+
+    run(loop, main())
+
+
+def test_blocking_socket_refused_in_debug_mode(loop, tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"x")
+
+    async def main():
+        tcp = socket.socket()
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        lsock = listener()
+        with tcp, udp, lsock, open(path, "rb") as f:
+            assert tcp.gettimeout() is None
+            lsock.setblocking(True)
+            addr = lsock.getsockname()
+            ops = [
+                lambda: loop.sock_recv(tcp, 1),
+                lambda: loop.sock_recv_into(tcp, bytearray(1)),
+                lambda: loop.sock_recvfrom(udp, 1),
+                lambda: loop.sock_recvfrom_into(udp, bytearray(1)),
+                lambda: loop.sock_sendall(tcp, b"x"),
+                lambda: loop.sock_sendto(udp, b"x", addr),
+                lambda: loop.sock_connect(tcp, addr),
+                lambda: loop.sock_accept(lsock),
+                lambda: loop.sock_sendfile(tcp, f),
+            ]
+            for op in ops:
+                with pytest.raises(ValueError,
+                                   match="the socket must be non-blocking"):
+                    await op()
+            # A socket with a timeout is not non-blocking either.
+            tcp.settimeout(1.0)
+            with pytest.raises(ValueError, match="non-blocking"):
+                await loop.sock_recv(tcp, 1)
+
+    loop.set_debug(True)
+    run(loop, main())
+
+
+def test_ssl_socket_refused(loop):
+    async def main():
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        raw = socket.socket()
+        raw.setblocking(False)
+        sock = ctx.wrap_socket(raw, server_hostname="localhost",
+                               do_handshake_on_connect=False)
+        with sock:
+            ops = [
+                lambda: loop.sock_recv(sock, 1),
+                lambda: loop.sock_recv_into(sock, bytearray(1)),
+                lambda: loop.sock_recvfrom(sock, 1),
+                lambda: loop.sock_recvfrom_into(sock, bytearray(1)),
+                lambda: loop.sock_sendall(sock, b"x"),
+                lambda: loop.sock_sendto(sock, b"x", (LOCALHOST4, 9)),
+                lambda: loop.sock_connect(sock, (LOCALHOST4, 9)),
+                lambda: loop.sock_accept(sock),
+            ]
+            for op in ops:
+                with pytest.raises(TypeError, match="SSLSocket"):
+                    await op()
+
+    run(loop, main())
+
+
+def _start(make):
+    """Create the operation and run it up to its first suspension (without
+    running the loop); return what it yields."""
+    awaitable = make()
+    return awaitable.__await__().send(None)
+
+
+def test_operations_on_a_closed_loop(loop, pair, udp):
+    a, b = pair
+    lsock = listener()
+    lsock.setblocking(False)
+    ops = [
+        lambda: loop.sock_recv(a, 1),
+        lambda: loop.sock_recv_into(a, bytearray(1)),
+        lambda: loop.sock_recvfrom(udp[0], 1),
+        lambda: loop.sock_recvfrom_into(udp[0], bytearray(1)),
+        lambda: loop.sock_accept(lsock),
+    ]
+    loop.close()
+    with lsock:
+        for op in ops:
+            with pytest.raises(RuntimeError, match="Event loop is closed"):
+                _start(op)
