@@ -888,32 +888,29 @@ sockop_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t min,
     return 0;
 }
 
+/* The loop methods taking (sock, arg1[, arg2]) as they are. */
 static PyObject *
-LoopObj_sock_recv(LoopObj *self, PyObject *const *args, Py_ssize_t nargs)
+sockop_entry(LoopObj *self, sockop_kind kind, PyObject *const *args,
+             Py_ssize_t nargs, Py_ssize_t want)
 {
-    if (sockop_nargs("sock_recv", nargs, 2, 2) < 0) {
+    if (sockop_nargs(sockop_names[kind], nargs, want, want) < 0) {
         return NULL;
     }
-    return sockop_new(self, OP_RECV, args[0], args[1], NULL);
+    return sockop_new(self, kind, args[0], args[1], want > 2 ? args[2] : NULL);
 }
 
-static PyObject *
-LoopObj_sock_recv_into(LoopObj *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (sockop_nargs("sock_recv_into", nargs, 2, 2) < 0) {
-        return NULL;
+#define SOCKOP_ENTRY(name, kind, want)                                    \
+    static PyObject *LoopObj_##name(LoopObj *self, PyObject *const *args, \
+                                    Py_ssize_t nargs)                     \
+    {                                                                     \
+        return sockop_entry(self, kind, args, nargs, want);               \
     }
-    return sockop_new(self, OP_RECV_INTO, args[0], args[1], NULL);
-}
-
-static PyObject *
-LoopObj_sock_recvfrom(LoopObj *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (sockop_nargs("sock_recvfrom", nargs, 2, 2) < 0) {
-        return NULL;
-    }
-    return sockop_new(self, OP_RECVFROM, args[0], args[1], NULL);
-}
+SOCKOP_ENTRY(sock_recv, OP_RECV, 2)
+SOCKOP_ENTRY(sock_recv_into, OP_RECV_INTO, 2)
+SOCKOP_ENTRY(sock_recvfrom, OP_RECVFROM, 2)
+SOCKOP_ENTRY(sock_sendall, OP_SENDALL, 2)
+SOCKOP_ENTRY(sock_sendto, OP_SENDTO, 3)
+SOCKOP_ENTRY(sock_connect, OP_CONNECT, 2)
 
 static PyObject *
 LoopObj_sock_recvfrom_into(LoopObj *self, PyObject *const *args,
@@ -947,36 +944,9 @@ LoopObj_sock_recvfrom_into(LoopObj *self, PyObject *const *args,
 }
 
 static PyObject *
-LoopObj_sock_sendall(LoopObj *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (sockop_nargs("sock_sendall", nargs, 2, 2) < 0) {
-        return NULL;
-    }
-    return sockop_new(self, OP_SENDALL, args[0], args[1], NULL);
-}
-
-static PyObject *
-LoopObj_sock_sendto(LoopObj *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (sockop_nargs("sock_sendto", nargs, 3, 3) < 0) {
-        return NULL;
-    }
-    return sockop_new(self, OP_SENDTO, args[0], args[1], args[2]);
-}
-
-static PyObject *
 LoopObj_sock_accept(LoopObj *self, PyObject *sock)
 {
     return sockop_new(self, OP_ACCEPT, sock, NULL, NULL);
-}
-
-static PyObject *
-LoopObj_sock_connect(LoopObj *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (sockop_nargs("sock_connect", nargs, 2, 2) < 0) {
-        return NULL;
-    }
-    return sockop_new(self, OP_CONNECT, args[0], args[1], NULL);
 }
 
 #define SOCKOP_FASTCALL(name) \
