@@ -28,7 +28,6 @@ def flags():
                "-fno-sanitize-recover=undefined"]
         cflags += san + ["-O1", "-g"]
         ldflags += san
-        macros.append(("ALOOP_NO_FREELIST", "1"))
     return cflags, ldflags, macros
 
 

@@ -109,11 +109,12 @@ typedef struct {
     PyObject *Task;             /* asyncio.tasks.Task */
     PyObject *base_create_task; /* BaseEventLoop.create_task (slow path) */
 
-    /* Dead handles kept for reuse (linked through their `callback` field),
-     * so a handle costs no allocator or GC-counter work.  Disabled in
-     * sanitizer builds, where it would hide use-after-free. */
+    /* Dead handles kept for reuse (linked through their `callback` field,
+     * each owning a reference to its type), so a handle costs no allocator
+     * or GC-counter work.  Closed at module teardown; poisoned under ASan. */
     HandleObj *handle_freelist;
     int handle_freelist_len;
+    bool handle_freelist_closed;
 
     /* Live object counters (_core._live_objects()): tests check they
      * return to their start after loops and handles are gone. */

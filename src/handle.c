@@ -26,31 +26,52 @@ handle_copy_source_traceback(LoopObj *loop)
     return PyObject_CallOneArg(loop->state->extract_stack, (PyObject *)frame);
 }
 
-#ifndef ALOOP_NO_FREELIST
 #define HANDLE_FREELIST_MAX 1024
+
+/* Under AddressSanitizer a kept handle is poisoned but for its header and
+ * the `callback` link, so a use after free is still caught. */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define HANDLE_POISON(h, op)                                         \
+    do {                                                             \
+        op(&(h)->args, sizeof((h)->args));                           \
+        op(&(h)->cancelled_slot,                                     \
+           sizeof(HandleObj) - offsetof(HandleObj, cancelled_slot)); \
+    } while (0)
+#else
+#define HANDLE_POISON(h, op) ((void)0)
 #endif
 
 static HandleObj *
 handle_obj_alloc(aloop_state *st, PyTypeObject *tp)
 {
-#ifndef ALOOP_NO_FREELIST
     HandleObj *h = st->handle_freelist;
     if (h != NULL) {
+        HANDLE_POISON(h, ASAN_UNPOISON_MEMORY_REGION);
         st->handle_freelist = (HandleObj *)h->callback;
         st->handle_freelist_len--;
-        return (HandleObj *)PyObject_Init((PyObject *)h, tp); /* increfs tp */
+        PyTypeObject *old = Py_TYPE(h);   /* the entry's own reference */
+        PyObject_Init((PyObject *)h, tp); /* increfs tp */
+        Py_DECREF(old);
+        return h;
     }
-#endif
     return PyObject_GC_New(HandleObj, tp);
 }
 
+/* Free the kept handles and keep no more (module teardown).  Each entry
+ * owns a reference to its type: PyObject_GC_Del reads the type to find
+ * the object's pre-header, so the type must outlive it. */
 void
 aloop_handle_freelist_clear(aloop_state *st)
 {
+    st->handle_freelist_closed = true;
     while (st->handle_freelist != NULL) {
         HandleObj *h = st->handle_freelist;
+        HANDLE_POISON(h, ASAN_UNPOISON_MEMORY_REGION);
         st->handle_freelist = (HandleObj *)h->callback;
+        PyTypeObject *tp = Py_TYPE(h);
         PyObject_GC_Del(h);
+        Py_DECREF(tp);
     }
     st->handle_freelist_len = 0;
 }
@@ -456,15 +477,14 @@ HandleObj_dealloc(HandleObj *self)
     (void)HandleObj_clear(self);
     aloop_state *st = PyType_GetModuleState(tp);
     st->live_handles--;
-#ifndef ALOOP_NO_FREELIST
-    if (st->handle_freelist_len < HANDLE_FREELIST_MAX) {
+    if (st->handle_freelist_len < HANDLE_FREELIST_MAX &&
+        !st->handle_freelist_closed) {
         self->callback = (PyObject *)st->handle_freelist;
         st->handle_freelist = self;
         st->handle_freelist_len++;
-        Py_DECREF(tp);
-        return;
+        HANDLE_POISON(self, ASAN_POISON_MEMORY_REGION);
+        return; /* the entry keeps its reference to tp */
     }
-#endif
     tp->tp_free(self);
     Py_DECREF(tp);
 }

@@ -138,6 +138,7 @@ static int
 module_clear(PyObject *mod)
 {
     aloop_state *st = PyModule_GetState(mod);
+    aloop_handle_freelist_clear(st); /* before the types it references */
     Py_CLEAR(st->LoopType);
     Py_CLEAR(st->HandleType);
     Py_CLEAR(st->TimerHandleType);
@@ -146,7 +147,6 @@ module_clear(PyObject *mod)
     Py_CLEAR(st->StreamType);
     Py_CLEAR(st->AcceptorType);
     Py_CLEAR(st->DatagramType);
-    aloop_handle_freelist_clear(st);
 #define CLEAR(name) Py_CLEAR(st->name);
     STATE_OBJECTS(CLEAR)
 #undef CLEAR
