@@ -115,12 +115,14 @@ typedef struct {
     HandleObj *handle_freelist;
     int handle_freelist_len;
     bool handle_freelist_closed;
-
-    /* Live object counters (_core._live_objects()): tests check they
-     * return to their start after loops and handles are gone. */
-    Py_ssize_t live_handles;
-    Py_ssize_t live_loops;
 } aloop_state;
+
+/* Live object counters (_core._live_objects()): tests check they return
+ * to their start once loops and handles are gone.  Process-wide, not in
+ * the module state: deallocators must not need the state, which the GC
+ * may free first at interpreter exit. */
+extern Py_ssize_t aloop_live_handles;
+extern Py_ssize_t aloop_live_loops;
 
 aloop_state *
 aloop_module_state_of_type(PyTypeObject *tp);

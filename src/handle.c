@@ -84,7 +84,7 @@ handle_alloc(PyTypeObject *tp, LoopObj *loop, PyObject *callback,
     if (h == NULL) {
         return NULL;
     }
-    loop->state->live_handles++;
+    aloop_live_handles++;
     if (context == NULL || context == Py_None) {
         context = PyContext_CopyCurrent();
         if (context == NULL) {
@@ -475,9 +475,12 @@ HandleObj_dealloc(HandleObj *self)
     PyObject_ClearWeakRefs((PyObject *)self);
 #endif
     (void)HandleObj_clear(self);
-    aloop_state *st = PyType_GetModuleState(tp);
-    st->live_handles--;
-    if (st->handle_freelist_len < HANDLE_FREELIST_MAX &&
+    aloop_live_handles--;
+    /* No state once the GC cleared the type's module at interpreter exit
+     * (read ht_module: PyType_GetModuleState would raise). */
+    PyObject *mod = ((PyHeapTypeObject *)tp)->ht_module;
+    aloop_state *st = mod ? (aloop_state *)PyModule_GetState(mod) : NULL;
+    if (st != NULL && st->handle_freelist_len < HANDLE_FREELIST_MAX &&
         !st->handle_freelist_closed) {
         self->callback = (PyObject *)st->handle_freelist;
         st->handle_freelist = self;

@@ -1076,9 +1076,7 @@ LoopObj_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     self->state = aloop_module_state_of_type(type);
-    if (self->state != NULL) {
-        self->state->live_loops++;
-    }
+    aloop_live_loops++;
     self->poller.epfd = -1;
     self->wakeup_fd = -1;
     self->sig_rfd = self->sig_wfd = -1;
@@ -1209,9 +1207,7 @@ LoopObj_dealloc(LoopObj *self)
     }
     PyMem_RawFree(self->events);
     PyMem_RawFree(self->read_buf);
-    if (self->state != NULL) {
-        self->state->live_loops--;
-    }
+    aloop_live_loops--; /* no state here: it may be gone at exit */
     tp->tp_free(self);
     Py_DECREF(tp);
 }

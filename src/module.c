@@ -32,12 +32,14 @@ aloop_sighandler_noop(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
+Py_ssize_t aloop_live_handles;
+Py_ssize_t aloop_live_loops;
+
 static PyObject *
 aloop_live_objects(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
-    aloop_state *st = PyModule_GetState(module);
-    return Py_BuildValue("{snsn}", "handles", st->live_handles, "loops",
-                         st->live_loops);
+    return Py_BuildValue("{snsn}", "handles", aloop_live_handles, "loops",
+                         aloop_live_loops);
 }
 
 static PyMethodDef aloop_module_methods[] = {
