@@ -629,45 +629,29 @@ SockOpObj_am_send(SockOpObj *op, PyObject *arg, PyObject **presult)
     }
 }
 
+/* send(value): yield the future, or raise StopIteration(result). */
 static PyObject *
 SockOpObj_send(SockOpObj *op, PyObject *arg)
 {
     PyObject *result;
     PySendResult r = SockOpObj_am_send(op, arg, &result);
-    if (r == PYGEN_RETURN) {
-        if (result == Py_None) {
-            PyErr_SetNone(PyExc_StopIteration);
-        } else {
-            PyObject *exc = PyObject_CallOneArg(PyExc_StopIteration, result);
-            if (exc != NULL) {
-                PyErr_SetObject(PyExc_StopIteration, exc);
-                Py_DECREF(exc);
-            }
-        }
-        Py_DECREF(result);
-        return NULL;
+    if (r != PYGEN_RETURN) {
+        return r == PYGEN_NEXT ? result : NULL;
     }
-    return r == PYGEN_NEXT ? result : NULL;
+    /* a tuple result must not be taken as StopIteration's arguments */
+    PyObject *exc = PyObject_CallOneArg(PyExc_StopIteration, result);
+    Py_DECREF(result);
+    if (exc != NULL) {
+        PyErr_SetObject(PyExc_StopIteration, exc);
+        Py_DECREF(exc);
+    }
+    return NULL;
 }
 
 static PyObject *
 SockOpObj_iternext(SockOpObj *op)
 {
-    PyObject *result;
-    PySendResult r = SockOpObj_am_send(op, Py_None, &result);
-    if (r == PYGEN_RETURN) {
-        /* tp_iternext signals the return value through StopIteration */
-        if (result != Py_None) {
-            PyObject *exc = PyObject_CallOneArg(PyExc_StopIteration, result);
-            if (exc != NULL) {
-                PyErr_SetObject(PyExc_StopIteration, exc);
-                Py_DECREF(exc);
-            }
-        }
-        Py_DECREF(result);
-        return NULL;
-    }
-    return r == PYGEN_NEXT ? result : NULL;
+    return SockOpObj_send(op, Py_None);
 }
 
 /* throw(exc) -- how a Task delivers cancellation: stop waiting, raise. */

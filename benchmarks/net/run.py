@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 from benchmarks.net import cbuild, cells as cells_mod, harness, report, targets
+from benchmarks.run import git_revision
 
 ROOT = harness.ROOT
 PY_LOOPS = ("asyncio", "uvloop", "aloop")
@@ -100,18 +101,6 @@ def summarize(runs):
                                    if r.get("others_cpu") is not None),
                                   default=None),
             "runs": len(runs)}
-
-
-def git_revision():
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, text=True,
-                             capture_output=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src",
-                                "aloop"], cwd=ROOT, text=True,
-                               capture_output=True).stdout.strip()
-        return rev + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def parse_args(argv):
