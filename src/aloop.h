@@ -61,6 +61,10 @@ typedef struct {
     PyObject *str_ensure_fd_no_transport;
     PyObject *str_future_blocking; /* "_asyncio_future_blocking" */
     PyObject *str_throw;
+    PyObject *str_done;
+    PyObject *str_result;
+    PyObject *str_set_result;
+    PyObject *str_set_exception;
     PyObject *BufferedProtocol;  /* asyncio.protocols.BufferedProtocol */
     PyObject *TransportSocket;   /* asyncio.trsock.TransportSocket */
     PyObject *set_nodelay;       /* base_events._set_nodelay */
@@ -379,6 +383,9 @@ aloop_errno_error(int neg_errno); /* sets OSError, returns NULL */
 extern PyMethodDef aloop_loop_io_methods[];
 int
 aloop_fileobj_to_fd(PyObject *fileobj); /* -1 with ValueError */
+/* _ensure_fd_no_transport: RuntimeError if a live transport owns fd. */
+int
+aloop_loop_ensure_no_transport(LoopObj *loop, PyObject *fileobj);
 int
 aloop_loop_io_setup_types(PyObject *module, aloop_state *st);
 PyObject *

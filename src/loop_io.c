@@ -53,8 +53,8 @@ aloop_fileobj_to_fd(PyObject *fileobj)
 
 /* BaseSelectorEventLoop._ensure_fd_no_transport, reading the
  * WeakValueDictionary's backing dict directly (fast when empty). */
-static int
-loop_io_ensure_no_transport(LoopObj *loop, PyObject *fileobj)
+int
+aloop_loop_ensure_no_transport(LoopObj *loop, PyObject *fileobj)
 {
     int fd = aloop_fileobj_to_fd(fileobj);
     if (fd < 0) {
@@ -241,7 +241,7 @@ static PyObject *
 loop_io_add_public(LoopObj *self, uint32_t which, const char *meth,
                    PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs >= 1 && loop_io_ensure_no_transport(self, args[0]) < 0) {
+    if (nargs >= 1 && aloop_loop_ensure_no_transport(self, args[0]) < 0) {
         return NULL;
     }
     PyObject *h = loop_io_add(self, which, meth, args, nargs);
@@ -267,7 +267,7 @@ LoopObj_add_writer(LoopObj *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 LoopObj_remove_reader(LoopObj *self, PyObject *fd)
 {
-    if (loop_io_ensure_no_transport(self, fd) < 0) {
+    if (aloop_loop_ensure_no_transport(self, fd) < 0) {
         return NULL;
     }
     return loop_io_remove(self, ALOOP_READ, fd);
@@ -276,7 +276,7 @@ LoopObj_remove_reader(LoopObj *self, PyObject *fd)
 static PyObject *
 LoopObj_remove_writer(LoopObj *self, PyObject *fd)
 {
-    if (loop_io_ensure_no_transport(self, fd) < 0) {
+    if (aloop_loop_ensure_no_transport(self, fd) < 0) {
         return NULL;
     }
     return loop_io_remove(self, ALOOP_WRITE, fd);
@@ -285,7 +285,7 @@ LoopObj_remove_writer(LoopObj *self, PyObject *fd)
 static PyObject *
 LoopObj__ensure_fd_no_transport(LoopObj *self, PyObject *fd)
 {
-    if (loop_io_ensure_no_transport(self, fd) < 0) {
+    if (aloop_loop_ensure_no_transport(self, fd) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;

@@ -72,6 +72,10 @@ import_attr(const char *module, const char *name)
     X(str_ensure_fd_no_transport)        \
     X(str_future_blocking)               \
     X(str_throw)                         \
+    X(str_done)                          \
+    X(str_result)                        \
+    X(str_set_result)                    \
+    X(str_set_exception)                 \
     X(BufferedProtocol)                  \
     X(TransportSocket)                   \
     X(set_nodelay)                       \
@@ -190,6 +194,10 @@ module_exec(PyObject *mod)
     INTERN(str_ensure_fd_no_transport, "_ensure_fd_no_transport")
     INTERN(str_future_blocking, "_asyncio_future_blocking")
     INTERN(str_throw, "throw")
+    INTERN(str_done, "done")
+    INTERN(str_result, "result")
+    INTERN(str_set_result, "set_result")
+    INTERN(str_set_exception, "set_exception")
     INTERN(str_peername, "peername")
     INTERN(str_send_raised, "socket.send() raised exception.")
 #undef INTERN

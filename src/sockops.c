@@ -368,9 +368,9 @@ sockop_unregister(SockOpObj *op)
 }
 
 static int
-sockop_call_fut(SockOpObj *op, const char *meth, PyObject *arg)
+sockop_call_fut(SockOpObj *op, PyObject *meth, PyObject *arg)
 {
-    PyObject *r = PyObject_CallMethod(op->fut, meth, "(O)", arg);
+    PyObject *r = PyObject_CallMethodOneArg(op->fut, meth, arg);
     Py_XDECREF(r);
     return r ? 0 : -1;
 }
@@ -384,7 +384,7 @@ sockop_ready(LoopObj *loop, PyObject *owner, uint32_t events)
         sockop_unregister(op);
         return 0;
     }
-    PyObject *done = PyObject_CallMethod(op->fut, "done", NULL);
+    PyObject *done = PyObject_CallMethodNoArgs(op->fut, loop->state->str_done);
     int is_done = done ? PyObject_IsTrue(done) : -1;
     Py_XDECREF(done);
     if (is_done != 0) {
@@ -400,14 +400,14 @@ sockop_ready(LoopObj *loop, PyObject *owner, uint32_t events)
     }
     sockop_unregister(op);
     if (rc > 0) {
-        rc = sockop_call_fut(op, "set_result", result);
+        rc = sockop_call_fut(op, loop->state->str_set_result, result);
         Py_DECREF(result);
     } else {
         if (aloop_error_is_fatal()) {
             return -1;
         }
         PyObject *exc = aloop_fetch_exception();
-        rc = sockop_call_fut(op, "set_exception", exc);
+        rc = sockop_call_fut(op, loop->state->str_set_exception, exc);
         Py_DECREF(exc);
     }
     return rc < 0 ? aloop_loop_report_exception(loop,
@@ -428,14 +428,9 @@ sockop_start_waiting(SockOpObj *op)
     if (fdobj == NULL) {
         return -1;
     }
-    PyObject *r = PyObject_CallMethodOneArg(
-        (PyObject *)op->loop, st->str_ensure_fd_no_transport, fdobj);
+    int rc = aloop_loop_ensure_no_transport(op->loop, fdobj);
     Py_DECREF(fdobj);
-    if (r == NULL) {
-        return -1;
-    }
-    Py_DECREF(r);
-    if (aloop_loop_check_closed(op->loop) < 0) {
+    if (rc < 0 || aloop_loop_check_closed(op->loop) < 0) {
         return -1;
     }
     PyObject *args[1] = {(PyObject *)op->loop};
@@ -445,8 +440,8 @@ sockop_start_waiting(SockOpObj *op)
     }
     uint32_t which = sockop_is_write(op->kind) ? ALOOP_WRITE : ALOOP_READ;
     PyObject *old = NULL;
-    int rc = aloop_loop_set_watcher(op->loop, fd, which, (PyObject *)op,
-                                    sockop_ready, &old);
+    rc = aloop_loop_set_watcher(op->loop, fd, which, (PyObject *)op,
+                                sockop_ready, &old);
     if (rc < 0) {
         aloop_errno_error(rc);
         return -1;
@@ -617,7 +612,7 @@ SockOpObj_am_send(SockOpObj *op, PyObject *arg, PyObject **presult)
         sockop_unregister(op);
         PyObject *fut = op->fut;
         op->fut = NULL;
-        result = PyObject_CallMethod(fut, "result", NULL);
+        result = PyObject_CallMethodNoArgs(fut, op->loop->state->str_result);
         Py_DECREF(fut);
         return sockop_finish(op, result ? 1 : -1, result, presult);
     }
