@@ -31,6 +31,10 @@
 #define ALOOP_READ 1u
 #define ALOOP_WRITE 2u
 
+/* The transports' recv() size (their max_size), and the size of the
+ * per-loop scratch buffer they read into. */
+#define ALOOP_READ_BUF_SIZE (256 * 1024)
+
 /* BaseEventLoop's limits. */
 #define ALOOP_MAX_SELECT_TIMEOUT (24.0 * 3600.0)
 #define ALOOP_MIN_SCHEDULED_TIMER_HANDLES 100
@@ -105,13 +109,10 @@ typedef struct {
     PyObject *str_set_coroutine_origin_tracking;
     PyObject *str_run;
     PyObject *str_cancelled_attr; /* "_cancelled" */
-    PyObject *str_timer_handle_cancelled;
-    PyObject *str_warning;
-    PyObject *str_debug_log;    /* "debug" (logger method) */
-    PyObject *kwnames_loop;     /* ("loop",) */
-    PyObject *kwnames_task;     /* ("loop", "name", "context") */
-    PyObject *Task;             /* asyncio.tasks.Task */
-    PyObject *base_create_task; /* BaseEventLoop.create_task (slow path) */
+    PyObject *kwnames_loop;       /* ("loop",) */
+    PyObject *kwnames_task;       /* ("loop", "name", "context") */
+    PyObject *Task;               /* asyncio.tasks.Task */
+    PyObject *base_create_task;   /* BaseEventLoop.create_task (slow path) */
 
     /* Dead handles kept for reuse (linked through their `callback` field,
      * each owning a reference to its type), so a handle costs no allocator
@@ -234,11 +235,6 @@ int
 aloop_timerheap_push(aloop_timerheap *h, HandleObj *t);
 HandleObj *
 aloop_timerheap_pop(aloop_timerheap *h); /* reference moves out */
-static inline HandleObj *
-aloop_timerheap_peek(aloop_timerheap *h)
-{
-    return h->len ? h->items[0] : NULL;
-}
 /* Drop cancelled handles (clearing their scheduled flag) and re-heapify. */
 void
 aloop_timerheap_compact(aloop_timerheap *h);
@@ -326,7 +322,7 @@ struct LoopObj {
     aloop_poll_event *events;
     int events_cap;
 
-    char *read_buf; /* 256 KiB scratch for stream reads, lazily */
+    char *read_buf; /* ALOOP_READ_BUF_SIZE scratch: use aloop_loop_read_buf */
 
     int wakeup_fd; /* eventfd for call_soon_threadsafe */
     bool polling;  /* inside (or about to enter) the poller wait */
@@ -351,6 +347,9 @@ int
 aloop_loop_setup_types(PyObject *module, aloop_state *st);
 double
 aloop_loop_time(void);
+/* The loop's ALOOP_READ_BUF_SIZE read buffer; NULL with MemoryError. */
+char *
+aloop_loop_read_buf(LoopObj *loop);
 int
 aloop_loop_check_closed(LoopObj *loop);
 int

@@ -26,7 +26,6 @@
 #include "aloop.h"
 #include "compat.h"
 
-#define DGRAM_MAX_SIZE (256 * 1024) /* as max_size */
 #define DGRAM_BATCH 16
 #if PY_VERSION_HEX >= 0x030D0000
 #define DGRAM_HEADER_SIZE 8 /* 3.13 counts a header per queued datagram */
@@ -362,7 +361,7 @@ dgram_read_one(DgramObj *t, LoopObj *loop)
     socklen_t len = sizeof(ss);
     ssize_t n;
     do {
-        n = recvfrom(t->fd, loop->read_buf, DGRAM_MAX_SIZE, 0,
+        n = recvfrom(t->fd, loop->read_buf, ALOOP_READ_BUF_SIZE, 0,
                      (struct sockaddr *)&ss, &len);
     } while (n < 0 && errno == EINTR);
     if (n < 0) {
@@ -409,12 +408,8 @@ static int
 dgram_read_ready(LoopObj *loop, PyObject *owner, uint32_t ev)
 {
     DgramObj *t = (DgramObj *)owner;
-    if (loop->read_buf == NULL) {
-        loop->read_buf = PyMem_RawMalloc(DGRAM_MAX_SIZE);
-        if (loop->read_buf == NULL) {
-            PyErr_NoMemory();
-            return aloop_loop_report_exception(loop, "Exception in callback");
-        }
+    if (aloop_loop_read_buf(loop) == NULL) {
+        return aloop_loop_report_exception(loop, "Exception in callback");
     }
     Py_INCREF(t);
     int rc = 0;
@@ -603,7 +598,7 @@ aloop_datagram_setup_types(PyObject *module, aloop_state *st)
     if (st->DatagramType == NULL) {
         return -1;
     }
-    PyObject *maxsize = PyLong_FromLong(DGRAM_MAX_SIZE);
+    PyObject *maxsize = PyLong_FromLong(ALOOP_READ_BUF_SIZE);
     int rc = maxsize ? PyObject_SetAttrString((PyObject *)st->DatagramType,
                                               "max_size", maxsize)
                      : -1;

@@ -41,6 +41,18 @@ aloop_loop_time(void)
     return (double)ns / 1e9;
 }
 
+char *
+aloop_loop_read_buf(LoopObj *loop)
+{
+    if (loop->read_buf == NULL) {
+        loop->read_buf = PyMem_RawMalloc(ALOOP_READ_BUF_SIZE);
+        if (loop->read_buf == NULL) {
+            PyErr_NoMemory();
+        }
+    }
+    return loop->read_buf;
+}
+
 PyObject *
 aloop_errno_error(int neg_errno)
 {

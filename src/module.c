@@ -114,9 +114,6 @@ import_attr(const char *module, const char *name)
     X(str_set_coroutine_origin_tracking) \
     X(str_run)                           \
     X(str_cancelled_attr)                \
-    X(str_timer_handle_cancelled)        \
-    X(str_warning)                       \
-    X(str_debug_log)                     \
     X(kwnames_loop)                      \
     X(kwnames_task)                      \
     X(Task)                              \
@@ -187,9 +184,6 @@ module_exec(PyObject *mod)
     INTERN(str_set_coroutine_origin_tracking, "_set_coroutine_origin_tracking")
     INTERN(str_run, "_run")
     INTERN(str_cancelled_attr, "_cancelled")
-    INTERN(str_timer_handle_cancelled, "_timer_handle_cancelled")
-    INTERN(str_warning, "warning")
-    INTERN(str_debug_log, "debug")
     INTERN(str_fileno, "fileno")
     INTERN(str_ensure_fd_no_transport, "_ensure_fd_no_transport")
     INTERN(str_future_blocking, "_asyncio_future_blocking")

@@ -31,7 +31,6 @@
 #include "compat.h"
 #include "structmember.h"
 
-#define STREAM_MAX_SIZE (256 * 1024) /* recv() size, as max_size */
 #define STREAM_IOV_MAX 1024
 
 typedef struct {
@@ -223,17 +222,14 @@ stream_read_ready(LoopObj *loop, PyObject *owner, uint32_t ev)
     if (t->buffered) {
         return stream_read_buffered(t);
     }
-    if (loop->read_buf == NULL) {
-        loop->read_buf = PyMem_RawMalloc(STREAM_MAX_SIZE);
-        if (loop->read_buf == NULL) {
-            PyErr_NoMemory();
-            return aloop_transport_fatal_current(
-                T(t), "Fatal read error on socket transport");
-        }
+    char *buf = aloop_loop_read_buf(loop);
+    if (buf == NULL) {
+        return aloop_transport_fatal_current(
+            T(t), "Fatal read error on socket transport");
     }
     ssize_t n;
     do {
-        n = recv(t->fd, loop->read_buf, STREAM_MAX_SIZE, 0);
+        n = recv(t->fd, buf, ALOOP_READ_BUF_SIZE, 0);
     } while (n < 0 && errno == EINTR);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -245,7 +241,7 @@ stream_read_ready(LoopObj *loop, PyObject *owner, uint32_t ev)
     if (n == 0) {
         return stream_on_eof(t);
     }
-    PyObject *data = PyBytes_FromStringAndSize(loop->read_buf, n);
+    PyObject *data = PyBytes_FromStringAndSize(buf, n);
     if (data == NULL) {
         return -1;
     }
@@ -802,7 +798,7 @@ aloop_stream_setup_types(PyObject *module, aloop_state *st)
     PyObject *mode = sm ? PyObject_GetAttrString(sm, "TRY_NATIVE") : NULL;
     Py_XDECREF(sm);
     Py_XDECREF(constants);
-    PyObject *maxsize = PyLong_FromLong(STREAM_MAX_SIZE);
+    PyObject *maxsize = PyLong_FromLong(ALOOP_READ_BUF_SIZE);
     PyObject *tp = (PyObject *)st->StreamType;
     int rc =
         (mode == NULL || maxsize == NULL ||
