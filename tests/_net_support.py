@@ -237,7 +237,45 @@ class RawPeer(Notifier):
         self.close()
 
 
-class RecordingProtocol(asyncio.Protocol, Notifier):
+class LifecycleRecorder(Notifier):
+    """What every recording protocol (stream or datagram) records the same
+    way: connection_made/connection_lost in their contract order, and the
+    write buffer size at pause_writing/resume_writing.  Subclasses set
+    events, transport, lost_exc, paused_sizes and resumed_sizes."""
+
+    def connection_made(self, transport):
+        assert not self.events, self.events
+        self.transport = transport
+        self.events.append("made")
+        self._notify()
+
+    def connection_lost(self, exc):
+        assert self.events[:1] == ["made"], self.events
+        assert "lost" not in self.events, "connection_lost called twice"
+        self.events.append("lost")
+        self.lost_exc = exc
+        self._notify()
+
+    def pause_writing(self):
+        self.paused_sizes.append(self.transport.get_write_buffer_size())
+        self.events.append("pause_writing")
+        self._notify()
+
+    def resume_writing(self):
+        self.resumed_sizes.append(self.transport.get_write_buffer_size())
+        self.events.append("resume_writing")
+        self._notify()
+
+    @property
+    def is_lost(self):
+        return "lost" in self.events
+
+    async def wait_lost(self, timeout=TIMEOUT):
+        await self.wait(lambda: self.is_lost, timeout, "connection_lost")
+        return self.lost_exc
+
+
+class RecordingProtocol(LifecycleRecorder, asyncio.Protocol):
     """A protocol recording every call it gets, checking the order the
     transport contract promises."""
 
@@ -266,12 +304,6 @@ class RecordingProtocol(asyncio.Protocol, Notifier):
             out.append(ev)
         return out
 
-    def connection_made(self, transport):
-        assert not self.events, self.events
-        self.transport = transport
-        self.events.append("made")
-        self._notify()
-
     def data_received(self, data):
         assert isinstance(data, bytes), type(data)
         assert data, "data_received() got empty data"
@@ -292,34 +324,9 @@ class RecordingProtocol(asyncio.Protocol, Notifier):
         self._notify()
         return self.eof_result
 
-    def connection_lost(self, exc):
-        assert self.events and self.events[0] == "made", self.events
-        assert "lost" not in self.events, "connection_lost called twice"
-        self.events.append("lost")
-        self.lost_exc = exc
-        self._notify()
-
-    def pause_writing(self):
-        self.paused_sizes.append(self.transport.get_write_buffer_size())
-        self.events.append("pause_writing")
-        self._notify()
-
-    def resume_writing(self):
-        self.resumed_sizes.append(self.transport.get_write_buffer_size())
-        self.events.append("resume_writing")
-        self._notify()
-
-    @property
-    def is_lost(self):
-        return "lost" in self.events
-
     async def wait_made(self, timeout=TIMEOUT):
         await self.wait(lambda: "made" in self.events, timeout,
                         "connection_made")
-
-    async def wait_lost(self, timeout=TIMEOUT):
-        await self.wait(lambda: self.is_lost, timeout, "connection_lost")
-        return self.lost_exc
 
     async def wait_eof(self, timeout=TIMEOUT):
         await self.wait(lambda: "eof" in self.events or self.is_lost,

@@ -33,8 +33,9 @@ from asyncio import selector_events
 import pytest
 
 from _aloop_support import describe, run_child
-from _net_support import (LOCALHOST4, LOCALHOST6, TIMEOUT, Notifier, run,
-                          spin, unix_dir, unix_path)  # noqa: F401 (fixtures)
+from _net_support import (LOCALHOST4, LOCALHOST6, TIMEOUT, LifecycleRecorder,
+                          Notifier, run, spin, unix_dir,
+                          unix_path)  # noqa: F401 (fixtures)
 
 FAMILIES = ["udp4", "udp6", "unix"]
 
@@ -63,7 +64,7 @@ def drained_size(tr, nbuffered):
 # ---------------------------------------------------------------- helpers
 
 
-class DgramProto(asyncio.DatagramProtocol, Notifier):
+class DgramProto(LifecycleRecorder, asyncio.DatagramProtocol):
     """A datagram protocol recording every call, checking the order the
     transport contract promises.  With echo=True it sends every datagram
     back to where it came from."""
@@ -82,12 +83,6 @@ class DgramProto(asyncio.DatagramProtocol, Notifier):
         return (f"<DgramProto events={self.events} "
                 f"datagrams={len(self.datagrams)} errors={self.errors!r}>")
 
-    def connection_made(self, transport):
-        assert not self.events, self.events
-        self.transport = transport
-        self.events.append("made")
-        self._notify()
-
     def datagram_received(self, data, addr):
         assert type(data) is bytes, type(data)
         assert self.events[:1] == ["made"], self.events
@@ -104,30 +99,9 @@ class DgramProto(asyncio.DatagramProtocol, Notifier):
         self.events.append("error")
         self._notify()
 
-    def connection_lost(self, exc):
-        assert self.events[:1] == ["made"], self.events
-        assert "lost" not in self.events, "connection_lost called twice"
-        self.events.append("lost")
-        self.lost_exc = exc
-        self._notify()
-
-    def pause_writing(self):
-        self.paused_sizes.append(self.transport.get_write_buffer_size())
-        self.events.append("pause_writing")
-        self._notify()
-
-    def resume_writing(self):
-        self.resumed_sizes.append(self.transport.get_write_buffer_size())
-        self.events.append("resume_writing")
-        self._notify()
-
     @property
     def data(self):
         return [d for d, _ in self.datagrams]
-
-    @property
-    def is_lost(self):
-        return "lost" in self.events
 
     async def wait_datagrams(self, n, timeout=TIMEOUT):
         await self.wait(lambda: len(self.datagrams) >= n or self.is_lost,
@@ -140,9 +114,6 @@ class DgramProto(asyncio.DatagramProtocol, Notifier):
         assert self.errors, self
         return self.errors[0]
 
-    async def wait_lost(self, timeout=TIMEOUT):
-        await self.wait(lambda: self.is_lost, timeout, "connection_lost")
-        return self.lost_exc
 
 
 class RawDgram(Notifier):
