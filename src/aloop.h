@@ -69,6 +69,9 @@ typedef struct {
     PyObject *str_result;
     PyObject *str_set_result;
     PyObject *str_set_exception;
+    PyObject *str_task_factory;  /* "_task_factory" */
+    PyObject *str_transports;    /* "_transports" */
+    PyObject *str_data;          /* "data" (WeakValueDictionary's dict) */
     PyObject *BufferedProtocol;  /* asyncio.protocols.BufferedProtocol */
     PyObject *TransportSocket;   /* asyncio.trsock.TransportSocket */
     PyObject *set_nodelay;       /* base_events._set_nodelay */

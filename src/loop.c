@@ -877,7 +877,7 @@ LoopObj_create_task(LoopObj *self, PyObject *const *args, Py_ssize_t nargs,
             return NULL;
         }
         PyObject *factory =
-            PyObject_GetAttrString((PyObject *)self, "_task_factory");
+            PyObject_GetAttr((PyObject *)self, st->str_task_factory);
         if (factory == NULL) {
             return NULL;
         }

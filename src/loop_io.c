@@ -61,11 +61,11 @@ aloop_loop_ensure_no_transport(LoopObj *loop, PyObject *fileobj)
         return -1;
     }
     PyObject *transports =
-        PyObject_GetAttrString((PyObject *)loop, "_transports");
+        PyObject_GetAttr((PyObject *)loop, loop->state->str_transports);
     if (transports == NULL) {
         return -1;
     }
-    PyObject *data = PyObject_GetAttrString(transports, "data");
+    PyObject *data = PyObject_GetAttr(transports, loop->state->str_data);
     if (data == NULL || !PyDict_Check(data)) {
         /* Not a WeakValueDictionary: use the mapping protocol. */
         Py_XDECREF(data);

@@ -76,6 +76,9 @@ import_attr(const char *module, const char *name)
     X(str_result)                        \
     X(str_set_result)                    \
     X(str_set_exception)                 \
+    X(str_task_factory)                  \
+    X(str_transports)                    \
+    X(str_data)                          \
     X(BufferedProtocol)                  \
     X(TransportSocket)                   \
     X(set_nodelay)                       \
@@ -192,6 +195,9 @@ module_exec(PyObject *mod)
     INTERN(str_result, "result")
     INTERN(str_set_result, "set_result")
     INTERN(str_set_exception, "set_exception")
+    INTERN(str_task_factory, "_task_factory")
+    INTERN(str_transports, "_transports")
+    INTERN(str_data, "data")
     INTERN(str_peername, "peername")
     INTERN(str_send_raised, "socket.send() raised exception.")
 #undef INTERN

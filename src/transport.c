@@ -493,7 +493,7 @@ aloop_transport_init(TransportObj *t, const aloop_transport_ops *ops,
     }
     /* loop._transports[fd] = self */
     PyObject *transports =
-        PyObject_GetAttrString((PyObject *)loop, "_transports");
+        PyObject_GetAttr((PyObject *)loop, st->str_transports);
     rc = transports ? PyObject_SetItem(transports, fdobj, (PyObject *)t) : -1;
     Py_XDECREF(transports);
     Py_DECREF(fdobj);
