@@ -411,6 +411,9 @@ typedef struct {
     int (*set_protocol)(TransportObj *t, PyObject *protocol);
     void (*clear_protocol)(TransportObj *t);
     int (*traverse)(TransportObj *t, visitproc visit, void *arg);
+    /* send what write() held back (see write_held); 0 or -1; NULL if the
+     * transport never holds writes */
+    int (*flush_held)(TransportObj *t);
 } aloop_transport_ops;
 
 #define ALOOP_TRANSPORT_HEAD                                                \
@@ -435,7 +438,11 @@ typedef struct {
     bool closing;                                                           \
     bool paused;                                                            \
     bool eof;                                                               \
-    bool protocol_paused;
+    bool protocol_paused;                                                   \
+    /* the whole buffer is writes held back during a protocol callback and  \
+     * not yet tried (no writer registered); flushed when it returns or     \
+     * before anything observes the buffer */                               \
+    bool write_held;
 
 struct TransportObj {
     ALOOP_TRANSPORT_HEAD
@@ -464,6 +471,11 @@ aloop_transport_call_handler(TransportObj *t, const char *message,
                              PyObject *exc);
 int
 aloop_transport_force_close(TransportObj *t, PyObject *exc);
+static inline int
+aloop_transport_flush_held(TransportObj *t)
+{
+    return t->write_held ? t->ops->flush_held(t) : 0;
+}
 int
 aloop_transport_fatal_error(TransportObj *t, PyObject *exc,
                             const char *message);

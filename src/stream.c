@@ -15,11 +15,17 @@
  *   - write() sends at once when nothing is buffered; the rest is queued
  *     as bytes chunks and flushed with sendmsg() on writability; flow
  *     control is _FlowControlMixin's (high/low water marks);
+ *   - writes made inside the transport's own data_received/buffer_updated
+ *     are held (write_held) and sent with one sendmsg() when it returns,
+ *     so a reply written in pieces costs one system call.  Held bytes
+ *     never exceed the high-water mark, and anything that could observe
+ *     the difference (close, abort, write_eof, get_write_buffer_size,
+ *     set_write_buffer_limits, sendfile's empty waiter) sends them first;
  *   - connection_lost is called exactly once, via the ready queue, then
  *     the socket is closed.
  * Invariants: `fd` is registered with a reader iff reading_registered and
- * with a writer iff the buffer is non-empty (and not lost).  The fd table
- * holds a reference to the transport for each registered watcher.
+ * with a writer iff the buffer is non-empty, not held and not lost.  The fd
+ * table holds a reference to the transport for each registered watcher.
  */
 #include <errno.h>
 #include <limits.h>
@@ -48,6 +54,7 @@ typedef struct {
     stream_chunk *chunks;
     size_t head, nchunks, cap;
     bool buffered; /* protocol is a BufferedProtocol */
+    bool corking;  /* in data_received/buffer_updated: hold writes */
 } StreamObj;
 
 #define T(t) ((TransportObj *)(t))
@@ -61,6 +68,7 @@ stream_buffer_clear(TransportObj *tr)
     t->chunks = NULL;
     t->head = t->nchunks = t->cap = 0;
     t->buffer_size = 0;
+    t->write_held = false;
     for (size_t i = 0; i < n; i++) {
         Py_DECREF(chunks[head + i].obj);
     }
@@ -166,6 +174,24 @@ stream_on_eof(StreamObj *t)
 }
 
 static int
+stream_flush_held(TransportObj *tr);
+
+/* A protocol callback run with writes held returned `r` (NULL: it raised);
+ * send what it wrote.  On error the fatal path (force_close) sends the held
+ * writes first, as the stdlib had sent them before the exception. */
+static int
+stream_callback_done(StreamObj *t, PyObject *r, bool was_corking,
+                     const char *message)
+{
+    t->corking = was_corking;
+    if (r == NULL) {
+        return aloop_transport_fatal_current(T(t), message);
+    }
+    Py_DECREF(r);
+    return was_corking ? 0 : stream_flush_held(T(t));
+}
+
+static int
 stream_read_buffered(StreamObj *t)
 {
     PyObject *arg = PyLong_FromLong(-1);
@@ -202,14 +228,13 @@ stream_read_buffered(StreamObj *t)
         return stream_on_eof(t);
     }
     PyObject *nobj = PyLong_FromSsize_t(n);
+    bool was_corking = t->corking;
+    t->corking = true;
     PyObject *r = nobj ? PyObject_CallOneArg(t->buffer_updated, nobj) : NULL;
     Py_XDECREF(nobj);
-    if (r == NULL) {
-        return aloop_transport_fatal_current(
-            T(t), "Fatal error: protocol.buffer_updated() call failed.");
-    }
-    Py_DECREF(r);
-    return 0;
+    return stream_callback_done(t, r, was_corking,
+                                "Fatal error: protocol.buffer_updated() "
+                                "call failed.");
 }
 
 static int
@@ -245,14 +270,13 @@ stream_read_ready(LoopObj *loop, PyObject *owner, uint32_t ev)
     if (data == NULL) {
         return -1;
     }
+    bool was_corking = t->corking;
+    t->corking = true;
     PyObject *r = PyObject_CallOneArg(t->data_received, data);
     Py_DECREF(data);
-    if (r == NULL) {
-        return aloop_transport_fatal_current(
-            T(t), "Fatal error: protocol.data_received() call failed.");
-    }
-    Py_DECREF(r);
-    return 0;
+    return stream_callback_done(
+        t, r, was_corking,
+        "Fatal error: protocol.data_received() call failed.");
 }
 
 /* -------------------------------------------------------------- writing */
@@ -335,6 +359,49 @@ stream_write_ready(LoopObj *loop, PyObject *owner, uint32_t ev)
     return 0;
 }
 
+/* Send the buffer now and wait for writability for what remains. */
+static int
+stream_send_buffer(StreamObj *t)
+{
+    if (stream_write_ready(t->loop, (PyObject *)t, ALOOP_WRITE) < 0) {
+        return -1;
+    }
+    if (t->nchunks && !t->conn_lost &&
+        aloop_transport_watch(T(t), ALOOP_WRITE, true) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static int
+stream_flush_held(TransportObj *tr)
+{
+    StreamObj *t = (StreamObj *)tr;
+    if (!t->write_held) {
+        return 0;
+    }
+    t->write_held = false;
+    if (stream_send_buffer(t) < 0) {
+        return -1;
+    }
+    return aloop_transport_maybe_pause(tr);
+}
+
+/* Data went into a buffer that held nothing already tried: hold it while
+ * corking (up to the high-water mark), else send it now. */
+static int
+stream_buffer_started(StreamObj *t)
+{
+    if (t->corking) {
+        t->write_held = true;
+        return t->buffer_size > t->high_water ? stream_flush_held(T(t)) : 0;
+    }
+    if (stream_send_buffer(t) < 0) {
+        return -1;
+    }
+    return aloop_transport_maybe_pause(T(t));
+}
+
 /* write(data): 0, or -1 with an exception for the caller. */
 static int
 stream_write(StreamObj *t, PyObject *data)
@@ -378,7 +445,8 @@ stream_write(StreamObj *t, PyObject *data)
         rc = aloop_transport_lost_writes(T(t));
         goto done;
     }
-    if (t->nchunks == 0) {
+    bool untried = t->nchunks == 0 || t->write_held;
+    if (t->nchunks == 0 && !t->corking) {
         ssize_t n;
         do {
             n = send(t->fd, buf, (size_t)len, MSG_NOSIGNAL);
@@ -405,7 +473,8 @@ stream_write(StreamObj *t, PyObject *data)
         rc = -1;
         goto done;
     }
-    rc = aloop_transport_maybe_pause(T(t));
+    rc = untried && t->corking ? stream_buffer_started(t)
+                               : aloop_transport_maybe_pause(T(t));
 done:
     if (have_view) {
         PyBuffer_Release(&view);
@@ -454,7 +523,7 @@ StreamObj_writelines(StreamObj *t, PyObject *list_of_data)
         Py_DECREF(seq);
         return rc < 0 ? NULL : Py_NewRef(Py_None);
     }
-    bool was_empty = t->nchunks == 0;
+    bool untried = t->nchunks == 0 || t->write_held;
     for (Py_ssize_t i = 0; i < n && rc == 0; i++) {
         Py_buffer view;
         if (PyObject_GetBuffer(items[i], &view, PyBUF_SIMPLE) < 0) {
@@ -472,20 +541,10 @@ StreamObj_writelines(StreamObj *t, PyObject *list_of_data)
     if (rc < 0) {
         return NULL;
     }
-    if (t->nchunks && was_empty) {
-        /* one gathered sendmsg(), then wait for writability if needed */
-        if (stream_write_ready(t->loop, (PyObject *)t, ALOOP_WRITE) < 0) {
-            return NULL;
-        }
-        if (t->nchunks && !t->conn_lost &&
-            aloop_transport_watch(T(t), ALOOP_WRITE, true) < 0) {
-            return NULL;
-        }
-    }
-    if (aloop_transport_maybe_pause(T(t)) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
+    /* one gathered sendmsg() */
+    rc = t->nchunks && untried ? stream_buffer_started(t)
+                               : aloop_transport_maybe_pause(T(t));
+    return rc < 0 ? NULL : Py_NewRef(Py_None);
 }
 
 static PyObject *
@@ -493,6 +552,9 @@ StreamObj_write_eof(StreamObj *t, PyObject *Py_UNUSED(ignored))
 {
     if (t->closing || t->eof) {
         Py_RETURN_NONE;
+    }
+    if (stream_flush_held(T(t)) < 0) {
+        return NULL;
     }
     t->eof = true;
     if (t->nchunks == 0 && stream_shutdown_write(t) < 0) {
@@ -551,6 +613,9 @@ StreamObj__make_empty_waiter(StreamObj *t, PyObject *Py_UNUSED(ignored))
         PyErr_SetString(PyExc_RuntimeError, "Transport is closed");
         return NULL;
     }
+    if (stream_flush_held(T(t)) < 0) {
+        return NULL;
+    }
     PyObject *fut =
         PyObject_CallMethod((PyObject *)t->loop, "create_future", NULL);
     if (fut == NULL) {
@@ -580,6 +645,9 @@ StreamObj_get_buffer_snapshot(StreamObj *t, void *c)
 {
     /* _buffer: the pending chunks, as a list of memoryviews (truthy iff
      * data is buffered, like the stdlib's deque). */
+    if (stream_flush_held(T(t)) < 0) {
+        return NULL;
+    }
     PyObject *list = PyList_New(0);
     for (size_t i = 0; list != NULL && i < t->nchunks; i++) {
         stream_chunk *ch = &t->chunks[t->head + i];
@@ -659,6 +727,7 @@ static const aloop_transport_ops stream_ops = {
     .set_protocol = stream_set_protocol,
     .clear_protocol = stream_clear_protocol,
     .traverse = stream_traverse,
+    .flush_held = stream_flush_held,
 };
 
 /* Not immutable: asyncio.Transport is a mutable base (see handle.c). */

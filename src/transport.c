@@ -106,6 +106,13 @@ aloop_transport_force_close(TransportObj *t, PyObject *exc)
     if (t->conn_lost || t->loop == NULL) {
         return 0;
     }
+    /* what was written before the error had left with the stdlib */
+    if (aloop_transport_flush_held(t) < 0) {
+        return -1;
+    }
+    if (t->conn_lost) { /* the flush failed fatally */
+        return 0;
+    }
     if (t->buffer_size) {
         t->ops->clear_buffer(t);
         if (aloop_transport_watch(t, ALOOP_WRITE, false) < 0) {
@@ -519,6 +526,9 @@ Transport_close(TransportObj *t, PyObject *Py_UNUSED(ignored))
     if (t->closing) {
         Py_RETURN_NONE;
     }
+    if (aloop_transport_flush_held(t) < 0) {
+        return NULL;
+    }
     t->closing = true;
     if (aloop_transport_watch(t, ALOOP_READ, false) < 0) {
         return NULL;
@@ -640,6 +650,9 @@ Transport_get_protocol(TransportObj *t, PyObject *Py_UNUSED(ignored))
 static PyObject *
 Transport_get_write_buffer_size(TransportObj *t, PyObject *Py_UNUSED(ignored))
 {
+    if (aloop_transport_flush_held(t) < 0) {
+        return NULL;
+    }
     return PyLong_FromSsize_t(t->buffer_size);
 }
 
@@ -668,6 +681,7 @@ Transport_set_write_buffer_limits(TransportObj *t, PyObject *args,
 {
     if (transport_parse_limits(t, args, kw, "|OO:set_write_buffer_limits") <
             0 ||
+        aloop_transport_flush_held(t) < 0 ||
         aloop_transport_maybe_pause(t) < 0) {
         return NULL;
     }
@@ -713,6 +727,9 @@ Transport__write_ready(TransportObj *t, PyObject *Py_UNUSED(ignored))
 {
     if (t->loop == NULL) {
         Py_RETURN_NONE;
+    }
+    if (t->write_held) {
+        return t->ops->flush_held(t) < 0 ? NULL : Py_NewRef(Py_None);
     }
     return t->ops->write_ready(t->loop, (PyObject *)t, ALOOP_WRITE) < 0
                ? NULL

@@ -857,6 +857,171 @@ def test_set_protocol_switch_to_buffered_protocol(loop):
     run(loop, main())
 
 
+# ------------------------------------------------ writes inside data_received
+#
+# A reply written in pieces from data_received() must look exactly as if
+# each write() had been sent at once (aloop sends the pieces together when
+# data_received() returns; the benchmarks measure why).
+
+
+class ReplyingProtocol(RecordingProtocol):
+    """Runs `reply(transport)` from data_received(); records the write
+    buffer size and the flow-control events seen before it returned."""
+
+    def __init__(self, reply):
+        super().__init__()
+        self.reply = reply
+        self.seen = []
+
+    def data_received(self, data):
+        super().data_received(data)
+        self.seen.append(self.reply(self.transport))
+
+
+class BufferedReplying(asyncio.BufferedProtocol):
+    def __init__(self, reply):
+        self.reply = reply
+        self.buf = bytearray(256)
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def get_buffer(self, sizehint):
+        return self.buf
+
+    def buffer_updated(self, nbytes):
+        self.reply(self.transport)
+
+
+def split_reply(tr):
+    tr.write(b"HTTP/1.1 200 OK\r\n")
+    tr.write(bytearray(b"Content-Length: 4\r\n\r\n"))
+    tr.writelines([b"bo", memoryview(b"dy")])
+    return tr.get_write_buffer_size()
+
+
+@pytest.mark.parametrize("kind", ["protocol", "buffered"])
+def test_pieces_written_in_data_received_arrive_in_order(loop, kind):
+    async def main():
+        factory = (lambda: ReplyingProtocol(split_reply)) \
+            if kind == "protocol" else (lambda: BufferedReplying(split_reply))
+        tr, proto, peer = await connect(loop, factory)
+        with peer:
+            expected = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbody"
+            for i in range(1, 4):
+                peer.send(b"GET")
+                got = await peer.read_at_least(i * len(expected))
+                assert got == expected * i
+            tr.close()
+            assert await peer.read_until_eof() == expected * 3
+
+    run(loop, main())
+
+
+def test_write_buffer_size_in_data_received_is_what_the_kernel_left(loop):
+    """Small writes fit in the socket buffer: the buffer size seen right
+    after them, inside data_received(), is 0 as with an immediate send."""
+    async def main():
+        tr, proto, peer = await connect(
+            loop, lambda: ReplyingProtocol(split_reply))
+        with peer:
+            peer.send(b"GET")
+            await peer.read_at_least(42)
+            assert proto.seen == [0]
+            await close_and_wait(tr, proto)
+
+    run(loop, main())
+
+
+@pytest.mark.parametrize("then", ["abort", "close", "write_eof", "raise"])
+def test_data_written_before_ending_in_data_received_is_sent(
+        loop, exc_records, then):
+    """write() then abort()/close()/write_eof()/an exception, all inside
+    data_received(): what was written reaches the peer, then EOF."""
+    def reply(tr):
+        tr.write(b"last ")
+        tr.write(b"words")
+        if then == "raise":
+            raise ZeroDivisionError("after writing")
+        getattr(tr, then)()
+
+    async def main():
+        tr, proto, peer = await connect(loop, lambda: ReplyingProtocol(reply))
+        with peer:
+            peer.send(b"x")
+            assert await peer.read_until_eof() == b"last words"
+            if then == "write_eof":
+                assert not tr.is_closing()
+                assert tr.is_reading()
+                await close_and_wait(tr, proto)
+            else:
+                exc = await proto.wait_lost()
+                assert tr.is_closing()
+            if then == "raise":
+                assert isinstance(exc, ZeroDivisionError)
+                [ctx] = exc_records.take()
+                assert ctx["message"] == \
+                    "Fatal error: protocol.data_received() call failed."
+            else:
+                assert exc_records.take() == []
+            assert proto.events_summary() == ["made", "data", "lost"]
+
+    run(loop, main())
+
+
+def test_close_in_data_received_after_write_orders_callbacks(loop):
+    """close() after a write inside data_received(): connection_lost comes
+    later, from the loop, after callbacks already queued."""
+    order = []
+
+    def reply(tr):
+        tr.write(b"bye")
+        asyncio.get_running_loop().call_soon(order.append, "queued")
+        tr.close()
+        order.append("closed")
+
+    class Proto(ReplyingProtocol):
+        def connection_lost(self, exc):
+            order.append("lost")
+            super().connection_lost(exc)
+
+    async def main():
+        tr, proto, peer = await connect(loop, lambda: Proto(reply))
+        with peer:
+            peer.send(b"x")
+            await proto.wait_lost()
+            assert order == ["closed", "queued", "lost"]
+            assert await peer.read_until_eof() == b"bye"
+
+    run(loop, main())
+
+
+def test_big_write_in_data_received_pauses_before_write_returns(loop):
+    """A write above the high-water mark that the kernel cannot take
+    calls pause_writing() from inside write(), as an immediate send
+    does; all of it arrives."""
+    data = fill_pattern(BIG, seed=11)
+
+    def reply(tr):
+        tr.write(b"head")
+        tr.write(data)
+        return list(tr._protocol.events[-1:]), tr.get_write_buffer_size()
+
+    async def main():
+        tr, proto, peer = await connect(loop, lambda: ReplyingProtocol(reply))
+        with peer:
+            peer.send(b"x")
+            got = await peer.read_at_least(len(data) + 4)
+            assert got == b"head" + data
+            [(last_event, size)] = proto.seen
+            assert last_event == ["pause_writing"]
+            assert 0 < size <= len(data)
+            assert proto.paused_sizes and proto.resumed_sizes
+            await close_and_wait(tr, proto)
+
+    run(loop, main())
+
+
 # ---------------------------------------------------------- protocol errors
 
 
