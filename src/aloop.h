@@ -75,6 +75,9 @@ typedef struct {
     PyObject *BufferedProtocol;  /* asyncio.protocols.BufferedProtocol */
     PyObject *TransportSocket;   /* asyncio.trsock.TransportSocket */
     PyObject *set_nodelay;       /* base_events._set_nodelay */
+    PyObject *sock_family;       /* _socket.socket's family member */
+    PyObject *sock_type;         /* ... type member */
+    PyObject *sock_proto;        /* ... proto member */
     PyObject *set_result_unless; /* futures._set_result_unless_cancelled */
     PyObject *str_peername;
     PyObject *str_send_raised;       /* "socket.send() raised exception." */

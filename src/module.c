@@ -82,6 +82,9 @@ import_attr(const char *module, const char *name)
     X(BufferedProtocol)                  \
     X(TransportSocket)                   \
     X(set_nodelay)                       \
+    X(sock_family)                       \
+    X(sock_type)                         \
+    X(sock_proto)                        \
     X(set_result_unless)                 \
     X(str_peername)                      \
     X(str_send_raised)                   \
@@ -255,6 +258,17 @@ module_exec(PyObject *mod)
     if (st->base_sock_connect == NULL) {
         return -1;
     }
+    /* _socket.socket's int members, read without socket.socket's enum
+     * properties */
+    PyObject *csock = import_attr("_socket", "socket");
+    if (csock == NULL ||
+        (st->sock_family = PyObject_GetAttrString(csock, "family")) == NULL ||
+        (st->sock_type = PyObject_GetAttrString(csock, "type")) == NULL ||
+        (st->sock_proto = PyObject_GetAttrString(csock, "proto")) == NULL) {
+        Py_XDECREF(csock);
+        return -1;
+    }
+    Py_DECREF(csock);
     PyObject *base = import_attr("asyncio.base_events", "BaseEventLoop");
     st->base_create_task =
         base ? PyObject_GetAttrString(base, "create_task") : NULL;

@@ -86,16 +86,18 @@ acceptor_connection(LoopObj *loop, AcceptorObj *a, int cfd,
                     struct sockaddr *sa, socklen_t salen)
 {
     aloop_state *st = loop->state;
-    PyObject *conn = PyObject_CallFunction(st->socket_type, "iiii", a->family,
-                                           a->type, a->proto, cfd);
+    /* SOCK_NONBLOCK in the type: the socket object starts non-blocking
+     * (timeout 0.0, type without the flag) with no fcntl(), as the fd is
+     * from accept4(SOCK_NONBLOCK); the stdlib calls setblocking(False). */
+    PyObject *conn =
+        PyObject_CallFunction(st->socket_type, "iiii", a->family,
+                              a->type | SOCK_NONBLOCK, a->proto, cfd);
     if (conn == NULL) {
         close(cfd);
         return acceptor_report_creation_error(loop, NULL);
     }
-    PyObject *r = PyObject_CallMethod(conn, "setblocking", "(O)", Py_False);
-    Py_XDECREF(r);
-    PyObject *addr = r ? aloop_sockaddr_to_python(sa, salen) : NULL;
-    if (r != NULL && addr == NULL && !PyErr_Occurred()) {
+    PyObject *addr = aloop_sockaddr_to_python(sa, salen);
+    if (addr == NULL && !PyErr_Occurred()) {
         addr = PyObject_CallMethod(conn, "getpeername", NULL);
     }
     PyObject *protocol = NULL, *extra = NULL;

@@ -29,6 +29,8 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stddef.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -738,6 +740,50 @@ static PyType_Spec stream_spec = {
              Py_TPFLAGS_DISALLOW_INSTANTIATION,
 };
 
+/* Read one of _socket.socket's int members (family, type, proto). */
+static int
+stream_sock_int(PyObject *descr, PyObject *sock, int *out)
+{
+    PyObject *v = Py_TYPE(descr)->tp_descr_get(descr, sock, NULL);
+    if (v == NULL) {
+        return -1;
+    }
+    long l = PyLong_AsLong(v);
+    Py_DECREF(v);
+    *out = (int)l;
+    return l == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+/* base_events._set_nodelay(sock): TCP_NODELAY on an AF_INET/AF_INET6,
+ * SOCK_STREAM, IPPROTO_TCP socket.  Done here for a socket.socket, where
+ * the stdlib's Python and enum conversions cost more than the system
+ * call; anything else goes to the stdlib's function. */
+static int
+stream_set_nodelay(aloop_state *st, PyObject *sock, int fd)
+{
+    if (!Py_IS_TYPE(sock, (PyTypeObject *)st->socket_type)) {
+        PyObject *r = PyObject_CallOneArg(st->set_nodelay, sock);
+        Py_XDECREF(r);
+        return r ? 0 : -1;
+    }
+    int family, type, proto;
+    if (stream_sock_int(st->sock_family, sock, &family) < 0 ||
+        stream_sock_int(st->sock_type, sock, &type) < 0 ||
+        stream_sock_int(st->sock_proto, sock, &proto) < 0) {
+        return -1;
+    }
+    if ((family != AF_INET && family != AF_INET6) || type != SOCK_STREAM ||
+        proto != IPPROTO_TCP) {
+        return 0;
+    }
+    int one = 1;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    return 0;
+}
+
 /* _SelectorSocketTransport(loop, sock, protocol, waiter, extra, server) */
 PyObject *
 aloop_stream_new(LoopObj *loop, PyObject *sock, PyObject *protocol,
@@ -754,11 +800,9 @@ aloop_stream_new(LoopObj *loop, PyObject *sock, PyObject *protocol,
                              extra, server) < 0) {
         goto error;
     }
-    PyObject *r = PyObject_CallOneArg(loop->state->set_nodelay, sock);
-    if (r == NULL) {
+    if (stream_set_nodelay(loop->state, sock, t->fd) < 0) {
         goto error;
     }
-    Py_DECREF(r);
     return (PyObject *)t;
 error:
     /* Don't warn about the socket we were handed: the caller owns it. */
