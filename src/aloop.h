@@ -83,21 +83,28 @@ typedef struct {
     PyObject *str_send_raised;       /* "socket.send() raised exception." */
     PyObject *ssl_handshake_timeout; /* asyncio.constants defaults */
     PyObject *ssl_shutdown_timeout;
-    PyObject *SSLProtocol;      /* asyncio.sslproto.SSLProtocol */
-    PyObject *set_running_loop; /* asyncio.events._set_running_loop */
-    PyObject *get_running_loop; /* asyncio.events._get_running_loop */
+    PyObject *SSLProtocol; /* asyncio.sslproto.SSLProtocol */
+    PyObject *events;      /* asyncio.events: _get/_set_running_loop are looked
+                            * up per call, as the stdlib does (tests patch them) */
+    PyObject *str_get_running_loop; /* "_get_running_loop" */
+    PyObject *str_set_running_loop; /* "_set_running_loop" */
     PyObject
-        *format_callback_source;   /* format_helpers._format_callback_source */
-    PyObject *extract_stack;       /* format_helpers.extract_stack */
-    PyObject *format_handle;       /* base_events._format_handle */
-    PyObject *logger;              /* asyncio.log.logger */
+        *format_callback_source; /* format_helpers._format_callback_source */
+    PyObject *extract_stack;     /* format_helpers.extract_stack */
+    PyObject *format_handle;     /* base_events._format_handle */
+    /* asyncio.base_events and asyncio.selector_events: like the stdlib,
+     * code logs through the `logger` global of the module the stdlib's
+     * code lives in, looked up per call (tests patch it there) */
+    PyObject *base_events;
+    PyObject *selector_events;
     PyObject *iscoroutine;         /* asyncio.coroutines.iscoroutine */
     PyObject *iscoroutinefunction; /* asyncio.coroutines.iscoroutinefunction */
     PyObject *get_asyncgen_hooks;  /* sys.get_asyncgen_hooks */
     PyObject *set_asyncgen_hooks;  /* sys.set_asyncgen_hooks */
-    PyObject *signal_module;       /* signal */
-    PyObject *weakset;             /* weakref.WeakSet */
-    PyObject *weakvaluedict;       /* weakref.WeakValueDictionary */
+    PyObject *unix_events;   /* asyncio.unix_events: its `signal` and `sys`
+                              * globals, looked up per call (tests patch them) */
+    PyObject *weakset;       /* weakref.WeakSet */
+    PyObject *weakvaluedict; /* weakref.WeakValueDictionary */
     PyObject *empty_tuple;
     PyObject *sighandler_noop; /* the Python-level handler we install */
 
@@ -137,9 +144,12 @@ extern Py_ssize_t aloop_live_loops;
 
 aloop_state *
 aloop_module_state_of_type(PyTypeObject *tp);
-/* Log through asyncio's logger: level is "debug", "info", "warning"... */
+/* Log through <module>.logger (module: a state module such as
+ * st->base_events): level is "debug", "info", "warning"... */
+PyObject *
+aloop_logger(PyObject *module);
 int
-aloop_log(aloop_state *st, const char *level, const char *fmt, PyObject *arg);
+aloop_log(PyObject *module, const char *level, const char *fmt, PyObject *arg);
 
 /* ---------------------------------------------------------------- handle.c
  * HandleObj mirrors the layout of asyncio.Handle's and asyncio.TimerHandle's

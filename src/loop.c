@@ -376,9 +376,12 @@ loop_run_debug(LoopObj *loop, HandleObj *h)
     if (fmt == NULL) {
         return -1;
     }
+    PyObject *logger = aloop_logger(st->base_events);
     PyObject *r =
-        PyObject_CallMethod(st->logger, "warning", "sOd",
-                            "Executing %s took %.3f seconds", fmt, dt);
+        logger ? PyObject_CallMethod(logger, "warning", "sOd",
+                                     "Executing %s took %.3f seconds", fmt, dt)
+               : NULL;
+    Py_XDECREF(logger);
     Py_DECREF(fmt);
     Py_XDECREF(r);
     return r ? 0 : -1;
@@ -483,7 +486,8 @@ loop_check_running(LoopObj *loop)
                         "This event loop is already running");
         return -1;
     }
-    PyObject *running = PyObject_CallNoArgs(loop->state->get_running_loop);
+    PyObject *running = PyObject_CallMethodNoArgs(
+        loop->state->events, loop->state->str_get_running_loop);
     if (running == NULL) {
         return -1;
     }
@@ -543,7 +547,8 @@ loop_run_forever_setup(LoopObj *loop)
         return -1;
     }
     Py_DECREF(r);
-    r = PyObject_CallOneArg(st->set_running_loop, (PyObject *)loop);
+    r = PyObject_CallMethodOneArg(st->events, st->str_set_running_loop,
+                                  (PyObject *)loop);
     Py_XDECREF(r);
     return r ? 0 : -1;
 }
@@ -558,7 +563,8 @@ loop_run_forever_cleanup(LoopObj *loop)
     loop->stopping = false;
     loop->running = false;
     loop->thread_id = 0;
-    PyObject *r = PyObject_CallOneArg(st->set_running_loop, Py_None);
+    PyObject *r = PyObject_CallMethodOneArg(st->events,
+                                            st->str_set_running_loop, Py_None);
     Py_XDECREF(r);
     if (r != NULL && loop_set_origin_tracking(loop, false) == 0) {
         PyObject *hooks = loop->old_agen_hooks;
@@ -1029,8 +1035,8 @@ LoopObj_close(LoopObj *self, PyObject *Py_UNUSED(ignored))
     if (self->closed) {
         Py_RETURN_NONE;
     }
-    if (self->debug &&
-        aloop_log(st, "debug", "Close %r", (PyObject *)self) < 0) {
+    if (self->debug && aloop_log(st->base_events, "debug", "Close %r",
+                                 (PyObject *)self) < 0) {
         return NULL;
     }
     self->closed = true;
@@ -1070,6 +1076,9 @@ LoopObj_close(LoopObj *self, PyObject *Py_UNUSED(ignored))
     if (self->wakeup_fd >= 0) {
         close(self->wakeup_fd);
         self->wakeup_fd = -1;
+        if (loop_set_attr_str(self, "_internal_fds", PyLong_FromLong(0)) < 0) {
+            return NULL;
+        }
     }
     aloop_signals_close(self);
     if (PyErr_Occurred()) {
@@ -1146,7 +1155,11 @@ LoopObj_init(LoopObj *self, PyObject *args, PyObject *kwds)
     }
     self->debug = debug;
     if (loop_set_attr_str(self, "_default_executor", Py_NewRef(Py_None)) < 0 ||
-        loop_set_attr_str(self, "_internal_fds", PyLong_FromLong(0)) < 0 ||
+        /* the stdlib's self-pipe is our wakeup eventfd: one internal fd,
+         * and no _ssock/_csock socketpair */
+        loop_set_attr_str(self, "_internal_fds", PyLong_FromLong(1)) < 0 ||
+        loop_set_attr_str(self, "_ssock", Py_NewRef(Py_None)) < 0 ||
+        loop_set_attr_str(self, "_csock", Py_NewRef(Py_None)) < 0 ||
         loop_set_attr_str(self, "_exception_handler", Py_NewRef(Py_None)) <
             0 ||
         loop_set_attr_str(self, "_task_factory", Py_NewRef(Py_None)) < 0 ||

@@ -17,10 +17,19 @@ aloop_module_state_of_type(PyTypeObject *tp)
     return mod ? (aloop_state *)PyModule_GetState(mod) : NULL;
 }
 
-int
-aloop_log(aloop_state *st, const char *level, const char *fmt, PyObject *arg)
+PyObject *
+aloop_logger(PyObject *module)
 {
-    PyObject *r = PyObject_CallMethod(st->logger, level, "sO", fmt, arg);
+    return PyObject_GetAttrString(module, "logger");
+}
+
+int
+aloop_log(PyObject *module, const char *level, const char *fmt, PyObject *arg)
+{
+    PyObject *logger = aloop_logger(module);
+    PyObject *r =
+        logger ? PyObject_CallMethod(logger, level, "sO", fmt, arg) : NULL;
+    Py_XDECREF(logger);
     Py_XDECREF(r);
     return r ? 0 : -1;
 }
@@ -91,17 +100,19 @@ import_attr(const char *module, const char *name)
     X(ssl_handshake_timeout)             \
     X(ssl_shutdown_timeout)              \
     X(SSLProtocol)                       \
-    X(set_running_loop)                  \
-    X(get_running_loop)                  \
+    X(events)                            \
+    X(str_get_running_loop)              \
+    X(str_set_running_loop)              \
     X(format_callback_source)            \
     X(extract_stack)                     \
     X(format_handle)                     \
-    X(logger)                            \
+    X(base_events)                       \
+    X(selector_events)                   \
     X(iscoroutine)                       \
     X(iscoroutinefunction)               \
     X(get_asyncgen_hooks)                \
     X(set_asyncgen_hooks)                \
-    X(signal_module)                     \
+    X(unix_events)                       \
     X(weakset)                           \
     X(weakvaluedict)                     \
     X(empty_tuple)                       \
@@ -201,6 +212,8 @@ module_exec(PyObject *mod)
     INTERN(str_task_factory, "_task_factory")
     INTERN(str_transports, "_transports")
     INTERN(str_data, "data")
+    INTERN(str_get_running_loop, "_get_running_loop")
+    INTERN(str_set_running_loop, "_set_running_loop")
     INTERN(str_peername, "peername")
     INTERN(str_send_raised, "socket.send() raised exception.")
 #undef INTERN
@@ -220,13 +233,10 @@ module_exec(PyObject *mod)
     IMPORT(set_result_unless, "asyncio.futures",
            "_set_result_unless_cancelled")
     IMPORT(ipaddr_info, "asyncio.base_events", "_ipaddr_info")
-    IMPORT(set_running_loop, "asyncio.events", "_set_running_loop")
-    IMPORT(get_running_loop, "asyncio.events", "_get_running_loop")
     IMPORT(format_callback_source, "asyncio.format_helpers",
            "_format_callback_source")
     IMPORT(extract_stack, "asyncio.format_helpers", "extract_stack")
     IMPORT(format_handle, "asyncio.base_events", "_format_handle")
-    IMPORT(logger, "asyncio.log", "logger")
     IMPORT(iscoroutine, "asyncio.coroutines", "iscoroutine")
     IMPORT(iscoroutinefunction, "asyncio.coroutines", "iscoroutinefunction")
     IMPORT(get_asyncgen_hooks, "sys", "get_asyncgen_hooks")
@@ -237,7 +247,13 @@ module_exec(PyObject *mod)
 #undef IMPORT
     st->sighandler_noop = PyObject_GetAttrString(mod, "_sighandler_noop");
     if (st->sighandler_noop == NULL ||
-        (st->signal_module = PyImport_ImportModule("signal")) == NULL ||
+        (st->unix_events = PyImport_ImportModule("asyncio.unix_events")) ==
+            NULL ||
+        (st->events = PyImport_ImportModule("asyncio.events")) == NULL ||
+        (st->base_events = PyImport_ImportModule("asyncio.base_events")) ==
+            NULL ||
+        (st->selector_events =
+             PyImport_ImportModule("asyncio.selector_events")) == NULL ||
         (st->empty_tuple = PyTuple_New(0)) == NULL ||
         (st->kwnames_loop = PyTuple_Pack(1, st->str_loop)) == NULL ||
         (st->kwnames_task =

@@ -106,9 +106,13 @@ acceptor_connection(LoopObj *loop, AcceptorObj *a, int cfd,
         goto fail;
     }
     if (loop->debug) {
-        PyObject *lr = PyObject_CallMethod(
-            st->logger, "debug", "sOOO", "%r got a new connection from %r: %r",
-            a->server, addr, conn);
+        PyObject *logger = aloop_logger(st->selector_events);
+        PyObject *lr =
+            logger ? PyObject_CallMethod(logger, "debug", "sOOO",
+                                         "%r got a new connection from %r: %r",
+                                         a->server, addr, conn)
+                   : NULL;
+        Py_XDECREF(logger);
         Py_XDECREF(lr);
         if (lr == NULL) {
             goto fail;
@@ -347,19 +351,19 @@ LoopObj__start_serving(LoopObj *self, PyObject *args, PyObject *kw)
         goto error;
     }
     a->backlog = PyLong_AsSsize_t(a->backlog_obj);
-    if ((a->backlog == -1 && PyErr_Occurred()) ||
-        acceptor_int_attr(sock, "family", &a->family) < 0 ||
-        acceptor_int_attr(sock, "type", &a->type) < 0 ||
-        acceptor_int_attr(sock, "proto", &a->proto) < 0) {
+    if (a->backlog == -1 && PyErr_Occurred()) {
         goto error;
     }
+    /* _add_reader(sock.fileno(), ...) validates first, as the stdlib */
     PyObject *fdobj = PyObject_CallMethod(sock, "fileno", NULL);
     if (fdobj == NULL) {
         goto error;
     }
     a->fd = aloop_fileobj_to_fd(fdobj);
     Py_DECREF(fdobj);
-    if (a->fd < 0) {
+    if (a->fd < 0 || acceptor_int_attr(sock, "family", &a->family) < 0 ||
+        acceptor_int_attr(sock, "type", &a->type) < 0 ||
+        acceptor_int_attr(sock, "proto", &a->proto) < 0) {
         goto error;
     }
     PyObject *old = NULL;

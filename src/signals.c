@@ -7,7 +7,10 @@
  * readable, each byte's handler Handle joins the ready queue (so handlers
  * run as ordinary loop callbacks, one iteration later, as in the stdlib).
  * _signal_handlers (dict signum -> Handle) is the stdlib's attribute.
- * Checks and messages are unix_events._UnixSelectorEventLoop's.
+ * Checks, messages and the order of the signal module calls are
+ * unix_events._UnixSelectorEventLoop's, and like it the code calls the
+ * `signal` and `sys` modules it finds in asyncio.unix_events at the time
+ * of the call (CPython's tests replace them with mocks there).
  */
 #include <errno.h>
 #include <signal.h>
@@ -17,10 +20,21 @@
 #include "aloop.h"
 #include "compat.h"
 
+/* unix_events.<module>.<name> */
+static PyObject *
+signals_lookup(LoopObj *loop, const char *module, const char *name)
+{
+    PyObject *mod = PyObject_GetAttrString(loop->state->unix_events, module);
+    PyObject *r = mod ? PyObject_GetAttrString(mod, name) : NULL;
+    Py_XDECREF(mod);
+    return r;
+}
+
+/* signal.<name>(*args) */
 static PyObject *
 signals_call(LoopObj *loop, const char *name, const char *fmt, ...)
 {
-    PyObject *func = PyObject_GetAttrString(loop->state->signal_module, name);
+    PyObject *func = signals_lookup(loop, "signal", name);
     if (func == NULL) {
         return NULL;
     }
@@ -86,8 +100,8 @@ signals_clear_wakeup_fd(LoopObj *loop)
     if (PyErr_ExceptionMatches(PyExc_ValueError) ||
         PyErr_ExceptionMatches(PyExc_OSError)) {
         PyObject *exc = aloop_fetch_exception();
-        (void)aloop_log(loop->state, "info", "set_wakeup_fd(-1) failed: %s",
-                        exc);
+        (void)aloop_log(loop->state->unix_events, "info",
+                        "set_wakeup_fd(-1) failed: %s", exc);
         Py_DECREF(exc);
         PyErr_Clear();
     }
@@ -101,18 +115,30 @@ signals_handle_one(LoopObj *loop, int signum)
         return -1;
     }
     PyObject *handle = PyDict_GetItemWithError(loop->signal_handlers, key);
-    int rc = 0;
     if (handle == NULL) {
-        rc = PyErr_Occurred() ? -1 : 0; /* assume a race, as the stdlib */
-    } else if (Py_IS_TYPE(handle, loop->state->HandleType) &&
-               ((HandleObj *)handle)->cancelled) {
+        Py_DECREF(key);
+        return PyErr_Occurred() ? -1 : 0; /* assume a race, as the stdlib */
+    }
+    Py_INCREF(handle);
+    int cancelled;
+    if (Py_IS_TYPE(handle, loop->state->HandleType)) {
+        cancelled = ((HandleObj *)handle)->cancelled;
+    } else {
+        PyObject *c =
+            PyObject_GetAttr(handle, loop->state->str_cancelled_attr);
+        cancelled = c ? PyObject_IsTrue(c) : -1;
+        Py_XDECREF(c);
+    }
+    int rc = cancelled;
+    if (cancelled > 0) {
         PyObject *r = PyObject_CallMethod((PyObject *)loop,
                                           "remove_signal_handler", "(O)", key);
         rc = r ? 0 : -1;
         Py_XDECREF(r);
-    } else {
+    } else if (cancelled == 0) {
         rc = aloop_loop_push_handle(loop, handle);
     }
+    Py_DECREF(handle);
     Py_DECREF(key);
     return rc;
 }
@@ -262,10 +288,14 @@ LoopObj_remove_signal_handler(LoopObj *self, PyObject *sig)
     if (PyDict_DelItem(self->signal_handlers, sig) < 0) {
         return NULL;
     }
-    long signum = PyLong_AsLong(sig);
-    PyObject *handler = PyObject_GetAttrString(
-        self->state->signal_module,
-        signum == SIGINT ? "default_int_handler" : "SIG_DFL");
+    PyObject *sigint = signals_lookup(self, "signal", "SIGINT");
+    int is_int = sigint ? PyObject_RichCompareBool(sig, sigint, Py_EQ) : -1;
+    Py_XDECREF(sigint);
+    if (is_int < 0) {
+        return NULL;
+    }
+    PyObject *handler = signals_lookup(
+        self, "signal", is_int ? "default_int_handler" : "SIG_DFL");
     PyObject *r =
         handler ? signals_call(self, "signal", "(OO)", sig, handler) : NULL;
     Py_XDECREF(handler);
@@ -299,11 +329,23 @@ aloop_signals_close(LoopObj *loop)
 {
     PyObject *handlers = loop->signal_handlers;
     if (handlers != NULL && PyDict_GET_SIZE(handlers)) {
-        if (!aloop_is_finalizing()) {
+        int finalizing = aloop_is_finalizing();
+        if (!finalizing) {
+            PyObject *f = signals_lookup(loop, "sys", "is_finalizing");
+            PyObject *r = f ? PyObject_CallNoArgs(f) : NULL;
+            finalizing = r ? PyObject_IsTrue(r) : -1;
+            Py_XDECREF(f);
+            Py_XDECREF(r);
+            if (finalizing < 0) {
+                return;
+            }
+        }
+        if (!finalizing) {
             PyObject *sigs = PyDict_Keys(handlers);
             for (Py_ssize_t i = 0; sigs && i < PyList_GET_SIZE(sigs); i++) {
-                PyObject *r = LoopObj_remove_signal_handler(
-                    loop, PyList_GET_ITEM(sigs, i));
+                PyObject *r = PyObject_CallMethod(
+                    (PyObject *)loop, "remove_signal_handler", "(O)",
+                    PyList_GET_ITEM(sigs, i));
                 if (r == NULL) {
                     break;
                 }

@@ -152,8 +152,9 @@ static int
 stream_on_eof(StreamObj *t)
 {
     if (t->loop->debug &&
-        aloop_log((aloop_state *)PyType_GetModuleState(Py_TYPE(t)), "debug",
-                  "%r received EOF", (PyObject *)t) < 0) {
+        aloop_log(((aloop_state *)PyType_GetModuleState(Py_TYPE(t)))
+                      ->selector_events,
+                  "debug", "%r received EOF", (PyObject *)t) < 0) {
         return -1;
     }
     PyObject *r = PyObject_CallMethod(t->protocol, "eof_received", NULL);

@@ -138,7 +138,10 @@ aloop_transport_fatal_error(TransportObj *t, PyObject *exc,
         if (t->loop != NULL && t->loop->debug) {
             aloop_state *st = transport_state(t);
             PyObject *kw = Py_BuildValue("{sO}", "exc_info", Py_True);
-            PyObject *meth = PyObject_GetAttrString(st->logger, "debug");
+            PyObject *logger = aloop_logger(st->selector_events);
+            PyObject *meth =
+                logger ? PyObject_GetAttrString(logger, "debug") : NULL;
+            Py_XDECREF(logger);
             PyObject *args =
                 Py_BuildValue("(sOs)", "%r: %s", (PyObject *)t, message);
             PyObject *r =
@@ -229,7 +232,8 @@ aloop_transport_lost_writes(TransportObj *t)
     int rc = 0;
     if (t->conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES) {
         aloop_state *st = transport_state(t);
-        rc = aloop_log(st, "warning", "%s", st->str_send_raised);
+        rc = aloop_log(st->selector_events, "warning", "%s",
+                       st->str_send_raised);
     }
     t->conn_lost++;
     return rc;
@@ -600,7 +604,8 @@ static PyObject *
 transport_reading_changed(TransportObj *t, const char *fmt)
 {
     if (t->loop != NULL && t->loop->debug &&
-        aloop_log(transport_state(t), "debug", fmt, (PyObject *)t) < 0) {
+        aloop_log(transport_state(t)->selector_events, "debug", fmt,
+                  (PyObject *)t) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
