@@ -230,7 +230,11 @@ class Attempt:
 
     def _fail(self, outcome, exc):
         if outcome == "timeout" and self.proc.poll() is None:
-            time.sleep(1.0)  # let faulthandler's dump reach the log
+            try:  # the child's faulthandler dumps every thread's stack
+                os.kill(self.proc.pid, signal.SIGUSR1)
+            except ProcessLookupError:
+                pass
+            time.sleep(1.0)  # let the dump reach the log
         kill_group(self.proc)
         if outcome == "crash":
             exc = f"crash: {exc}"

@@ -15,9 +15,11 @@ at once so the parent sees a test start before the test can hang or crash:
   {"event": "done"}                       the module finished
 
 --exclude / --only name JSON files holding lists of test ids to leave out /
-to run exclusively.  faulthandler prints a traceback on a fatal signal and,
-if a test outlives --timeout, dumps every thread's stack to stderr (the
-parent kills the process group a little later).
+to run exclusively.  faulthandler prints a traceback on a fatal signal and
+dumps every thread's stack on SIGUSR1, which the parent sends to a test
+that outlives --timeout before it kills the process group.  (No watchdog
+thread: faulthandler.dump_traceback_later's thread, exiting while a test
+forks, left the sanitizer allocator's lock held in the child under ASan.)
 """
 
 import argparse
@@ -101,20 +103,13 @@ class JsonLinesResult(unittest.TestResult):
                 self.exc, self.where = exc, where
 
     # -- unittest.TestResult interface --------------------------------
-    def arm(self):
-        """(Re)start the countdown to a stack dump (hang diagnostics)."""
-        if self.timeout:
-            faulthandler.dump_traceback_later(self.timeout, exit=False)
-
     def startTest(self, test):
         super().startTest(test)
         self.current = test.id()
         self._reset()
         self.reporter.write(event="start", test=self.current, t=time.time())
-        self.arm()
 
     def stopTest(self, test):
-        self.arm()  # covers the gap to the next test (tearDownClass...)
         super().stopTest(test)
         self._end(test.id(), self.outcome or "error",
                   None if self.outcome else "no outcome reported")
@@ -207,6 +202,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     faulthandler.enable()
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     # A runner started in the background (`cmd &`) inherits SIGINT ignored,
     # and then Python installs no KeyboardInterrupt handler: asyncio.Runner
     # leaves SIGINT alone and test_runners' interrupt tests hang.
@@ -222,7 +218,6 @@ def main(argv=None):
 
     name = f"{PACKAGE}.{args.module}"
     result = JsonLinesResult(reporter, args.timeout, counter)
-    result.arm()
     try:
         module = importlib.import_module(name)
     except unittest.SkipTest as exc:  # e.g. the Windows-only modules
@@ -247,7 +242,6 @@ def main(argv=None):
 
 
 def finish(reporter):
-    faulthandler.cancel_dump_traceback_later()
     reporter.write(event="done")
     sys.stdout.flush()
     sys.stderr.flush()
