@@ -139,8 +139,7 @@ class Attempt:
         self.results = Path(tmp, f"results{n}.jsonl")
         self.log = Path(tmp, f"output{n}.txt")
         cmd = [sys.executable, "-m", "tests.cpython._child", module,
-               "--results", str(self.results),
-               "--timeout", str(timeout)]
+               "--results", str(self.results)]
         if stock:
             cmd.append("--stock")
         if exclude:

@@ -2,7 +2,7 @@
 as JSON lines in a results file (started by __main__, one per module).
 
     python -m tests.cpython._child test_events --results FILE
-        [--stock] [--exclude FILE] [--only FILE] [--timeout SECONDS]
+        [--stock] [--exclude FILE] [--only FILE]
 
 Unless --stock, aloop is substituted for asyncio's loop (_substitute.py)
 before the test module is imported.  Lines written, in order, each flushed
@@ -17,7 +17,7 @@ at once so the parent sees a test start before the test can hang or crash:
 --exclude / --only name JSON files holding lists of test ids to leave out /
 to run exclusively.  faulthandler prints a traceback on a fatal signal and
 dumps every thread's stack on SIGUSR1, which the parent sends to a test
-that outlives --timeout before it kills the process group.  (No watchdog
+that outlives its timeout before it kills the process group.  (No watchdog
 thread: faulthandler.dump_traceback_later's thread, exiting while a test
 forks, left the sanitizer allocator's lock held in the child under ASan.)
 """
@@ -70,11 +70,10 @@ class JsonLinesResult(unittest.TestResult):
 
     BAD = {"failed": 3, "error": 3, "unexpected_success": 2}
 
-    def __init__(self, reporter, timeout, counter=None):
+    def __init__(self, reporter, counter=None):
         super().__init__()
         self.reporter = reporter
         self.counter = counter  # _substitute (counts aloop loops), or None
-        self.timeout = timeout
         self.current = None  # id of the running test
         self._reset()
 
@@ -198,7 +197,6 @@ def main(argv=None):
     ap.add_argument("--stock", action="store_true")
     ap.add_argument("--exclude")
     ap.add_argument("--only")
-    ap.add_argument("--timeout", type=float, default=0)
     args = ap.parse_args(argv)
 
     faulthandler.enable()
@@ -217,7 +215,7 @@ def main(argv=None):
         counter = _substitute
 
     name = f"{PACKAGE}.{args.module}"
-    result = JsonLinesResult(reporter, args.timeout, counter)
+    result = JsonLinesResult(reporter, counter)
     try:
         module = importlib.import_module(name)
     except unittest.SkipTest as exc:  # e.g. the Windows-only modules
