@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <structmember.h>
+#include <sys/socket.h>
 
 #if PY_VERSION_HEX < 0x030B0000
 #error "aloop needs CPython 3.11 or newer"
@@ -43,6 +44,13 @@
 typedef struct LoopObj LoopObj;
 typedef struct HandleObj HandleObj;
 
+/* sockaddr.c: the last sockaddr converted, and its Python form (owned). */
+typedef struct {
+    struct sockaddr_storage raw;
+    unsigned int len;
+    PyObject *obj;
+} aloop_sockaddr_memo;
+
 /* ---------------------------------------------------------------- module.c
  * Module state: types, interned names and what is imported once. */
 typedef struct {
@@ -54,6 +62,7 @@ typedef struct {
     PyTypeObject *StreamType;
     PyTypeObject *AcceptorType;
     PyTypeObject *DatagramType;
+    PyTypeObject *TransportMapType;
 
     PyObject *Future;            /* asyncio.Future */
     PyObject *SelectorKey;       /* selectors.SelectorKey */
@@ -62,6 +71,12 @@ typedef struct {
     PyObject *ipaddr_info;       /* base_events._ipaddr_info */
     PyObject *base_sock_connect; /* BaseSelectorEventLoop.sock_connect */
     PyObject *str_fileno;
+    PyObject *str_close; /* per-connection method names: */
+    PyObject *str_attach;
+    PyObject *str_detach;
+    PyObject *str_connection_made;
+    PyObject *str_connection_lost;
+    PyObject *str_eof_received;
     PyObject *str_ensure_fd_no_transport;
     PyObject *str_future_blocking; /* "_asyncio_future_blocking" */
     PyObject *str_throw;
@@ -71,7 +86,6 @@ typedef struct {
     PyObject *str_set_exception;
     PyObject *str_task_factory;  /* "_task_factory" */
     PyObject *str_transports;    /* "_transports" */
-    PyObject *str_data;          /* "data" (WeakValueDictionary's dict) */
     PyObject *BufferedProtocol;  /* asyncio.protocols.BufferedProtocol */
     PyObject *TransportSocket;   /* asyncio.trsock.TransportSocket */
     PyObject *set_nodelay;       /* base_events._set_nodelay */
@@ -80,6 +94,8 @@ typedef struct {
     PyObject *sock_proto;        /* ... proto member */
     PyObject *set_result_unless; /* futures._set_result_unless_cancelled */
     PyObject *str_peername;
+    PyObject *str_sockname;
+    PyObject *str_socket;
     PyObject *str_send_raised;       /* "socket.send() raised exception." */
     PyObject *ssl_handshake_timeout; /* asyncio.constants defaults */
     PyObject *ssl_shutdown_timeout;
@@ -101,10 +117,9 @@ typedef struct {
     PyObject *iscoroutinefunction; /* asyncio.coroutines.iscoroutinefunction */
     PyObject *get_asyncgen_hooks;  /* sys.get_asyncgen_hooks */
     PyObject *set_asyncgen_hooks;  /* sys.set_asyncgen_hooks */
-    PyObject *unix_events;   /* asyncio.unix_events: its `signal` and `sys`
-                              * globals, looked up per call (tests patch them) */
-    PyObject *weakset;       /* weakref.WeakSet */
-    PyObject *weakvaluedict; /* weakref.WeakValueDictionary */
+    PyObject *unix_events; /* asyncio.unix_events: its `signal` and `sys`
+                            * globals, looked up per call (tests patch them) */
+    PyObject *weakset;     /* weakref.WeakSet */
     PyObject *empty_tuple;
     PyObject *sighandler_noop; /* the Python-level handler we install */
 
@@ -339,6 +354,7 @@ struct LoopObj {
     int events_cap;
 
     char *read_buf; /* ALOOP_READ_BUF_SIZE scratch: use aloop_loop_read_buf */
+    aloop_sockaddr_memo sockname_memo; /* transports' local addresses */
 
     int wakeup_fd; /* eventfd for call_soon_threadsafe */
     bool polling;  /* inside (or about to enter) the poller wait */
@@ -533,11 +549,32 @@ extern PyMethodDef aloop_server_methods[];
 int
 aloop_server_setup_types(PyObject *module, aloop_state *st);
 
+/* ---------------------------------------------------------- transportmap.c
+ * loop._transports: fd -> transport, weak values. */
+int
+aloop_transportmap_setup_types(PyObject *module, aloop_state *st);
+PyObject *
+aloop_transportmap_new(aloop_state *st);
+int
+aloop_transportmap_check(aloop_state *st, PyObject *obj);
+/* The live value (new reference), or NULL: absent or dead if no exception
+ * is set. */
+PyObject *
+aloop_transportmap_get(PyObject *map, PyObject *key);
+int
+aloop_transportmap_set(PyObject *map, PyObject *key, PyObject *value);
+
 /* -------------------------------------------------------------- sockaddr.c */
-struct sockaddr;
 /* New reference, or NULL without an exception for an unknown family. */
 PyObject *
 aloop_sockaddr_to_python(const struct sockaddr *sa, unsigned int len);
+/* The same through a memo of the last conversion (the memo lives in
+ * LoopObj, which declares it). */
+PyObject *
+aloop_sockaddr_memo_get(aloop_sockaddr_memo *m, const struct sockaddr *sa,
+                        unsigned int len);
+void
+aloop_sockaddr_memo_clear(aloop_sockaddr_memo *m);
 
 /* --------------------------------------------------------------- signals.c */
 extern PyMethodDef aloop_signal_methods[];

@@ -67,4 +67,19 @@ aloop_type_error_not_bytes(PyObject *data)
     }
 }
 
+/* The referent of a weak reference (new reference), or NULL, with no
+ * exception set, once it is dead. */
+static inline PyObject *
+aloop_weakref_get(PyObject *ref)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *obj = NULL;
+    (void)PyWeakref_GetRef(ref, &obj);
+    return obj;
+#else
+    PyObject *obj = PyWeakref_GET_OBJECT(ref); /* borrowed */
+    return obj == Py_None ? NULL : Py_NewRef(obj);
+#endif
+}
+
 #endif /* ALOOP_COMPAT_H */

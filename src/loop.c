@@ -1173,8 +1173,8 @@ LoopObj_init(LoopObj *self, PyObject *args, PyObject *kwds)
                           Py_NewRef(Py_False)) < 0 ||
         loop_set_attr_str(self, "_executor_shutdown_called",
                           Py_NewRef(Py_False)) < 0 ||
-        loop_set_attr_str(self, "_transports",
-                          PyObject_CallNoArgs(st->weakvaluedict)) < 0 ||
+        loop_set_attr_str(self, "_transports", aloop_transportmap_new(st)) <
+            0 ||
         loop_set_attr_str(self, "_unix_server_sockets", PyDict_New()) < 0) {
         return -1;
     }
@@ -1202,6 +1202,7 @@ LoopObj_clear(LoopObj *self)
     Py_CLEAR(self->signal_handlers);
     Py_CLEAR(self->current_handle);
     Py_CLEAR(self->old_agen_hooks);
+    aloop_sockaddr_memo_clear(&self->sockname_memo);
     aloop_readyq_clear(&self->ready);
     aloop_timerheap_clear(&self->timers);
     aloop_fdtable_clear(&self->fds);

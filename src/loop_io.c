@@ -51,8 +51,9 @@ aloop_fileobj_to_fd(PyObject *fileobj)
     return (int)fd;
 }
 
-/* BaseSelectorEventLoop._ensure_fd_no_transport, reading the
- * WeakValueDictionary's backing dict directly (fast when empty). */
+/* BaseSelectorEventLoop._ensure_fd_no_transport: loop._transports is
+ * our TransportMap unless someone replaced it (then: the mapping
+ * protocol, as the stdlib). */
 int
 aloop_loop_ensure_no_transport(LoopObj *loop, PyObject *fileobj)
 {
@@ -60,17 +61,11 @@ aloop_loop_ensure_no_transport(LoopObj *loop, PyObject *fileobj)
     if (fd < 0) {
         return -1;
     }
+    aloop_state *st = loop->state;
     PyObject *transports =
-        PyObject_GetAttr((PyObject *)loop, loop->state->str_transports);
+        PyObject_GetAttr((PyObject *)loop, st->str_transports);
     if (transports == NULL) {
         return -1;
-    }
-    PyObject *data = PyObject_GetAttr(transports, loop->state->str_data);
-    if (data == NULL || !PyDict_Check(data)) {
-        /* Not a WeakValueDictionary: use the mapping protocol. */
-        Py_XDECREF(data);
-        PyErr_Clear();
-        data = NULL;
     }
     PyObject *key = PyLong_FromLong(fd);
     PyObject *transport = NULL;
@@ -78,30 +73,16 @@ aloop_loop_ensure_no_transport(LoopObj *loop, PyObject *fileobj)
     if (key == NULL) {
         goto done;
     }
-    if (data != NULL) {
-        if (PyDict_GET_SIZE(data) == 0) {
-            rc = 0;
-            goto done;
-        }
-        PyObject *ref = PyDict_GetItemWithError(data, key); /* borrowed */
-        if (ref == NULL) {
-            rc = PyErr_Occurred() ? -1 : 0;
-            goto done;
-        }
-        transport = PyObject_CallNoArgs(ref); /* KeyedRef -> obj or None */
+    if (aloop_transportmap_check(st, transports)) {
+        transport = aloop_transportmap_get(transports, key);
     } else {
         transport = PyObject_GetItem(transports, key);
         if (transport == NULL && PyErr_ExceptionMatches(PyExc_KeyError)) {
             PyErr_Clear();
-            rc = 0;
-            goto done;
         }
     }
     if (transport == NULL) {
-        goto done;
-    }
-    if (transport == Py_None) {
-        rc = 0;
+        rc = PyErr_Occurred() ? -1 : 0;
         goto done;
     }
     PyObject *closing = PyObject_CallMethod(transport, "is_closing", NULL);
@@ -116,7 +97,6 @@ aloop_loop_ensure_no_transport(LoopObj *loop, PyObject *fileobj)
 done:
     Py_XDECREF(transport);
     Py_XDECREF(key);
-    Py_XDECREF(data);
     Py_DECREF(transports);
     return rc;
 }

@@ -78,6 +78,12 @@ import_attr(const char *module, const char *name)
     X(ipaddr_info)                       \
     X(base_sock_connect)                 \
     X(str_fileno)                        \
+    X(str_close)                         \
+    X(str_attach)                        \
+    X(str_detach)                        \
+    X(str_connection_made)               \
+    X(str_connection_lost)               \
+    X(str_eof_received)                  \
     X(str_ensure_fd_no_transport)        \
     X(str_future_blocking)               \
     X(str_throw)                         \
@@ -87,7 +93,6 @@ import_attr(const char *module, const char *name)
     X(str_set_exception)                 \
     X(str_task_factory)                  \
     X(str_transports)                    \
-    X(str_data)                          \
     X(BufferedProtocol)                  \
     X(TransportSocket)                   \
     X(set_nodelay)                       \
@@ -96,6 +101,8 @@ import_attr(const char *module, const char *name)
     X(sock_proto)                        \
     X(set_result_unless)                 \
     X(str_peername)                      \
+    X(str_sockname)                      \
+    X(str_socket)                        \
     X(str_send_raised)                   \
     X(ssl_handshake_timeout)             \
     X(ssl_shutdown_timeout)              \
@@ -114,7 +121,6 @@ import_attr(const char *module, const char *name)
     X(set_asyncgen_hooks)                \
     X(unix_events)                       \
     X(weakset)                           \
-    X(weakvaluedict)                     \
     X(empty_tuple)                       \
     X(sighandler_noop)                   \
     X(str_call_exception_handler)        \
@@ -148,6 +154,7 @@ module_traverse(PyObject *mod, visitproc visit, void *arg)
     Py_VISIT(st->StreamType);
     Py_VISIT(st->AcceptorType);
     Py_VISIT(st->DatagramType);
+    Py_VISIT(st->TransportMapType);
 #define VISIT(name) Py_VISIT(st->name);
     STATE_OBJECTS(VISIT)
 #undef VISIT
@@ -167,6 +174,7 @@ module_clear(PyObject *mod)
     Py_CLEAR(st->StreamType);
     Py_CLEAR(st->AcceptorType);
     Py_CLEAR(st->DatagramType);
+    Py_CLEAR(st->TransportMapType);
 #define CLEAR(name) Py_CLEAR(st->name);
     STATE_OBJECTS(CLEAR)
 #undef CLEAR
@@ -202,6 +210,14 @@ module_exec(PyObject *mod)
     INTERN(str_run, "_run")
     INTERN(str_cancelled_attr, "_cancelled")
     INTERN(str_fileno, "fileno")
+    INTERN(str_sockname, "sockname")
+    INTERN(str_socket, "socket")
+    INTERN(str_close, "close")
+    INTERN(str_attach, "_attach")
+    INTERN(str_detach, "_detach")
+    INTERN(str_connection_made, "connection_made")
+    INTERN(str_connection_lost, "connection_lost")
+    INTERN(str_eof_received, "eof_received")
     INTERN(str_ensure_fd_no_transport, "_ensure_fd_no_transport")
     INTERN(str_future_blocking, "_asyncio_future_blocking")
     INTERN(str_throw, "throw")
@@ -211,7 +227,6 @@ module_exec(PyObject *mod)
     INTERN(str_set_exception, "set_exception")
     INTERN(str_task_factory, "_task_factory")
     INTERN(str_transports, "_transports")
-    INTERN(str_data, "data")
     INTERN(str_get_running_loop, "_get_running_loop")
     INTERN(str_set_running_loop, "_set_running_loop")
     INTERN(str_peername, "peername")
@@ -242,7 +257,6 @@ module_exec(PyObject *mod)
     IMPORT(get_asyncgen_hooks, "sys", "get_asyncgen_hooks")
     IMPORT(set_asyncgen_hooks, "sys", "set_asyncgen_hooks")
     IMPORT(weakset, "weakref", "WeakSet")
-    IMPORT(weakvaluedict, "weakref", "WeakValueDictionary")
     IMPORT(Task, "asyncio.tasks", "Task")
 #undef IMPORT
     st->sighandler_noop = PyObject_GetAttrString(mod, "_sighandler_noop");
@@ -298,6 +312,7 @@ module_exec(PyObject *mod)
         aloop_stream_setup_types(mod, st) < 0 ||
         aloop_server_setup_types(mod, st) < 0 ||
         aloop_datagram_setup_types(mod, st) < 0 ||
+        aloop_transportmap_setup_types(mod, st) < 0 ||
         aloop_loop_setup_types(mod, st) < 0) {
         return -1;
     }

@@ -157,7 +157,8 @@ stream_on_eof(StreamObj *t)
                   "debug", "%r received EOF", (PyObject *)t) < 0) {
         return -1;
     }
-    PyObject *r = PyObject_CallMethod(t->protocol, "eof_received", NULL);
+    aloop_state *st = t->loop->state;
+    PyObject *r = PyObject_CallMethodNoArgs(t->protocol, st->str_eof_received);
     if (r == NULL) {
         return aloop_transport_fatal_current(
             T(t), "Fatal error: protocol.eof_received() call failed.");
@@ -171,7 +172,7 @@ stream_on_eof(StreamObj *t)
     if (keep_open) {
         return aloop_transport_watch(T(t), ALOOP_READ, false);
     }
-    PyObject *c = PyObject_CallMethod((PyObject *)t, "close", NULL);
+    PyObject *c = PyObject_CallMethodNoArgs((PyObject *)t, st->str_close);
     Py_XDECREF(c);
     return c ? 0 : -1;
 }

@@ -239,14 +239,27 @@ aloop_transport_lost_writes(TransportObj *t)
     return rc;
 }
 
+/* Server._attach / _detach, with the signature of the running version
+ * (3.13 passes the transport). */
+static PyObject *
+transport_server_call(PyObject *server, PyObject *name, TransportObj *t)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyObject_CallMethodOneArg(server, name, (PyObject *)t);
+#else
+    return PyObject_CallMethodNoArgs(server, name);
+#endif
+}
+
 PyObject *
 aloop_transport_call_connection_lost(TransportObj *t, PyObject *exc)
 {
+    aloop_state *st = transport_state(t);
     PyObject *res;
     Py_INCREF(t);
     if (t->protocol_connected && t->protocol != NULL) {
-        res = PyObject_CallMethod(t->protocol, "connection_lost", "(O)",
-                                  exc ? exc : Py_None);
+        res = PyObject_CallMethodOneArg(t->protocol, st->str_connection_lost,
+                                        exc ? exc : Py_None);
     } else {
         res = Py_NewRef(Py_None);
     }
@@ -262,18 +275,13 @@ aloop_transport_call_connection_lost(TransportObj *t, PyObject *exc)
     Py_CLEAR(t->loop);
     int rc = 0;
     if (sock != NULL) {
-        PyObject *r = PyObject_CallMethod(sock, "close", NULL);
+        PyObject *r = PyObject_CallMethodNoArgs(sock, st->str_close);
         rc = r ? 0 : -1;
         Py_XDECREF(r);
         Py_DECREF(sock);
     }
     if (server != NULL) {
-#if PY_VERSION_HEX >= 0x030D0000
-        PyObject *r =
-            PyObject_CallMethod(server, "_detach", "(O)", (PyObject *)t);
-#else
-        PyObject *r = PyObject_CallMethod(server, "_detach", NULL);
-#endif
+        PyObject *r = transport_server_call(server, st->str_detach, t);
         rc = r ? rc : -1;
         Py_XDECREF(r);
         Py_DECREF(server);
@@ -313,8 +321,8 @@ transport_event(LoopObj *loop, PyObject *owner, uint32_t event)
         if (t->protocol == NULL) {
             return 0;
         }
-        r = PyObject_CallMethod(t->protocol, "connection_made", "(O)",
-                                (PyObject *)t);
+        r = PyObject_CallMethodOneArg(
+            t->protocol, loop->state->str_connection_made, (PyObject *)t);
         break;
     case EV_START_READING:
         /* _add_reader(): only while reading (not paused, not closing) */
@@ -433,11 +441,36 @@ transport_set_protocol(TransportObj *t, PyObject *protocol)
     return 0;
 }
 
+/* extra["sockname"] = sock.getsockname() (local) or extra["peername"] =
+ * sock.getpeername(), None on OSError.  For a socket.socket the system
+ * call is made here on t->fd, the local address through the loop's memo;
+ * other socket objects (and unknown families) are asked. */
 static int
-transport_extra_put(PyObject *extra, const char *key, PyObject *sock,
-                    const char *meth)
+transport_extra_addr(TransportObj *t, PyObject *sock, bool local)
 {
-    PyObject *v = PyObject_CallMethod(sock, meth, NULL);
+    aloop_state *st = t->loop->state;
+    PyObject *v = NULL;
+    if (Py_IS_TYPE(sock, (PyTypeObject *)st->socket_type)) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        memset(&ss, 0, sizeof(ss));
+        struct sockaddr *sa = (struct sockaddr *)&ss;
+        if ((local ? getsockname(t->fd, sa, &len)
+                   : getpeername(t->fd, sa, &len)) < 0) {
+            v = Py_NewRef(Py_None);
+        } else {
+            v = local
+                    ? aloop_sockaddr_memo_get(&t->loop->sockname_memo, sa, len)
+                    : aloop_sockaddr_to_python(sa, len);
+            if (v == NULL && PyErr_Occurred()) {
+                return -1;
+            }
+        }
+    }
+    if (v == NULL) {
+        v = PyObject_CallMethod(sock, local ? "getsockname" : "getpeername",
+                                NULL);
+    }
     if (v == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_OSError)) {
             return -1;
@@ -445,7 +478,8 @@ transport_extra_put(PyObject *extra, const char *key, PyObject *sock,
         PyErr_Clear();
         v = Py_NewRef(Py_None);
     }
-    int rc = PyDict_SetItemString(extra, key, v);
+    int rc = PyDict_SetItem(t->extra,
+                            local ? st->str_sockname : st->str_peername, v);
     Py_DECREF(v);
     return rc;
 }
@@ -463,25 +497,23 @@ aloop_transport_init(TransportObj *t, const aloop_transport_ops *ops,
     if (t->extra == NULL) {
         return -1;
     }
-    PyObject *tsock = PyObject_CallOneArg(st->TransportSocket, sock);
-    int rc = tsock ? PyDict_SetItemString(t->extra, "socket", tsock) : -1;
-    Py_XDECREF(tsock);
-    if (rc < 0 ||
-        transport_extra_put(t->extra, "sockname", sock, "getsockname") < 0) {
-        return -1;
-    }
-    int has_peer = PyDict_Contains(t->extra, st->str_peername);
-    if (has_peer < 0 ||
-        (!has_peer &&
-         transport_extra_put(t->extra, "peername", sock, "getpeername") < 0)) {
-        return -1;
-    }
-    PyObject *fdobj = PyObject_CallMethod(sock, "fileno", NULL);
+    /* sock.fileno() first (the stdlib asks last): the addresses of a
+     * socket.socket are read from the fd */
+    PyObject *fdobj = PyObject_CallMethodNoArgs(sock, st->str_fileno);
     if (fdobj == NULL) {
         return -1;
     }
     t->fd = (int)PyLong_AsLong(fdobj);
-    if ((t->fd == -1 && PyErr_Occurred()) ||
+    if (t->fd == -1 && PyErr_Occurred()) {
+        Py_DECREF(fdobj);
+        return -1;
+    }
+    PyObject *tsock = PyObject_CallOneArg(st->TransportSocket, sock);
+    int rc = tsock ? PyDict_SetItem(t->extra, st->str_socket, tsock) : -1;
+    Py_XDECREF(tsock);
+    int has_peer = rc < 0 ? -1 : PyDict_Contains(t->extra, st->str_peername);
+    if (has_peer < 0 || transport_extra_addr(t, sock, true) < 0 ||
+        (!has_peer && transport_extra_addr(t, sock, false) < 0) ||
         transport_set_protocol(t, protocol) < 0 ||
         transport_set_limits(t, NULL, NULL) < 0) {
         Py_DECREF(fdobj);
@@ -490,12 +522,7 @@ aloop_transport_init(TransportObj *t, const aloop_transport_ops *ops,
     t->sock = Py_NewRef(sock);
     if (server != NULL && server != Py_None) {
         t->server = Py_NewRef(server);
-#if PY_VERSION_HEX >= 0x030D0000
-        PyObject *r =
-            PyObject_CallMethod(server, "_attach", "(O)", (PyObject *)t);
-#else
-        PyObject *r = PyObject_CallMethod(server, "_attach", NULL);
-#endif
+        PyObject *r = transport_server_call(server, st->str_attach, t);
         if (r == NULL) {
             Py_DECREF(fdobj);
             return -1;
@@ -505,7 +532,10 @@ aloop_transport_init(TransportObj *t, const aloop_transport_ops *ops,
     /* loop._transports[fd] = self */
     PyObject *transports =
         PyObject_GetAttr((PyObject *)loop, st->str_transports);
-    rc = transports ? PyObject_SetItem(transports, fdobj, (PyObject *)t) : -1;
+    rc = transports == NULL ? -1
+         : aloop_transportmap_check(st, transports)
+             ? aloop_transportmap_set(transports, fdobj, (PyObject *)t)
+             : PyObject_SetItem(transports, fdobj, (PyObject *)t);
     Py_XDECREF(transports);
     Py_DECREF(fdobj);
     if (rc < 0) {

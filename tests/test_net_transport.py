@@ -155,6 +155,89 @@ def test_server_side_extra_info(loop):
     run(loop, main())
 
 
+@pytest.mark.parametrize("hosts", [
+    ("127.0.0.1", "127.10.200.3", "127.255.9.99"),
+    ("::1", "127.0.0.1", "::1"),
+], ids=["ipv4-shapes", "alternating-families"])
+def test_server_side_addresses_per_listener(loop, hosts):
+    """Each accepted connection reports its own listener's local address
+    and its own peer, whatever order connections to several listeners come
+    in (dotted quads of every digit count, IPv6 and IPv4 in turn)."""
+    async def main():
+        accepted = []
+
+        def factory():
+            proto = RecordingProtocol()
+            accepted.append(proto)
+            return proto
+
+        servers = [await loop.create_server(factory, host, 0)
+                   for host in hosts]
+        try:
+            for round_ in range(2):
+                for server in servers:
+                    addr = server.sockets[0].getsockname()
+                    tr, proto = await loop.create_connection(
+                        RecordingProtocol, addr[0], addr[1])
+                    await proto.wait(lambda: len(accepted) == 1, poll=0.001)
+                    srv = accepted.pop()
+                    await srv.wait_made()
+                    srv_sock = srv.transport.get_extra_info("socket")
+                    assert srv.transport.get_extra_info("sockname") == \
+                        srv_sock.getsockname() == addr
+                    assert srv.transport.get_extra_info("peername") == \
+                        srv_sock.getpeername() == \
+                        tr.get_extra_info("sockname")
+                    assert tr.get_extra_info("peername") == addr
+                    await close_and_wait(tr, proto)
+                    await srv.wait_lost()
+        finally:
+            for server in servers:
+                server.close()
+                await server.wait_closed()
+
+    run(loop, main())
+
+
+def test_transport_registry(loop):
+    """loop._transports, as the stdlib's own code uses it: a transport
+    registers its fd, add_reader() on that fd is refused while it is open,
+    the sendfile path deletes and re-adds the entry, and the entry goes
+    away with the transport (the map holds it weakly)."""
+    async def main():
+        tr, proto, peer = await connect(loop)
+        with peer:
+            fd = tr.get_extra_info("socket").fileno()
+            registry = loop._transports
+            assert registry[fd] is tr
+            assert fd in registry and registry.get(fd) is tr
+            with pytest.raises(RuntimeError,
+                               match="is used by transport"):
+                loop.add_reader(fd, lambda: None)
+            # What BaseSelectorEventLoop._sendfile_native does around
+            # the transfer.
+            del registry[fd]
+            assert fd not in registry
+            loop.add_reader(fd, lambda: None)
+            assert loop.remove_reader(fd)
+            registry[fd] = tr
+            assert registry[fd] is tr
+            await close_and_wait(tr, proto)
+            # Closed: the fd may be watched again by others.
+            loop._ensure_fd_no_transport(fd)
+        del tr, proto
+        gc.collect()
+        assert fd not in loop._transports
+        assert loop._transports.get(fd) is None
+        with pytest.raises(KeyError):
+            loop._transports[fd]
+        with pytest.raises(KeyError):
+            del loop._transports[fd]
+        assert fd not in list(loop._transports)
+
+    run(loop, main())
+
+
 # ------------------------------------------------------------------ writing
 
 
