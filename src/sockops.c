@@ -125,16 +125,25 @@ sockop_try_recv(SockOpObj *op, PyObject **result)
     if (fd == -2) {
         return -1;
     }
-    PyObject *bytes = PyBytes_FromStringAndSize(NULL, n);
-    if (bytes == NULL) {
+    /* Up to the loop's scratch size, receive there and copy what came:
+     * allocating n bytes and shrinking them (socket.recv's way) makes
+     * malloc hand out fresh pages, and page faults, for large n. */
+    bool scratch = n <= ALOOP_READ_BUF_SIZE;
+    PyObject *bytes = NULL;
+    char *buf = scratch ? aloop_loop_read_buf(op->loop) : NULL;
+    if (!scratch) {
+        bytes = PyBytes_FromStringAndSize(NULL, n);
+        buf = bytes ? PyBytes_AS_STRING(bytes) : NULL;
+    }
+    if (buf == NULL) {
         return -1;
     }
     ssize_t got;
     do {
-        got = recv(fd, PyBytes_AS_STRING(bytes), (size_t)n, 0);
+        got = recv(fd, buf, (size_t)n, 0);
     } while (got < 0 && errno == EINTR && PyErr_CheckSignals() == 0);
     if (got < 0) {
-        Py_DECREF(bytes);
+        Py_XDECREF(bytes);
         if (PyErr_Occurred()) {
             return -1;
         }
@@ -144,11 +153,13 @@ sockop_try_recv(SockOpObj *op, PyObject **result)
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
-    if (got != n && _PyBytes_Resize(&bytes, got) < 0) {
+    if (scratch) {
+        bytes = PyBytes_FromStringAndSize(buf, got);
+    } else if (got != n && _PyBytes_Resize(&bytes, got) < 0) {
         return -1;
     }
     *result = bytes;
-    return 1;
+    return bytes ? 1 : -1;
 }
 
 static int
