@@ -12,11 +12,19 @@ If aloop cannot be imported, every "aloop" test fails (it is never skipped).
 
 import asyncio
 import faulthandler
+import signal
 import sys
 
 import pytest
 
 from _aloop_support import LOOP_KINDS, new_loop_function
+
+# A shell starting pytest in the background (`cmd &` without job control,
+# nohup) leaves SIGINT ignored; Python then installs no KeyboardInterrupt
+# handler, and neither would the child interpreters the SIGINT tests start.
+# Give them the terminal's default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Per-test bound (seconds) used only when pytest-timeout is not installed
 # (with it, pyproject's `timeout` setting or --timeout applies).
