@@ -9,9 +9,11 @@
  *   - connection_made, the start of reading and the creator's waiter are
  *     queued in that order (internal ready-queue events, no Handles);
  *   - one read per readiness event: Protocol gets data_received(bytes)
- *     from a per-loop 256 KiB scratch buffer, BufferedProtocol gets
- *     get_buffer(-1)/recv_into/buffer_updated(n); protocol methods are
- *     looked up once per set_protocol();
+ *     from a per-loop 256 KiB scratch buffer, or, once a read has brought
+ *     STREAM_DIRECT_READ bytes or more, received straight into a bytes
+ *     object sized by FIONREAD (no copy of large reads); BufferedProtocol
+ *     gets get_buffer(-1)/recv_into/buffer_updated(n); protocol methods
+ *     are looked up once per set_protocol();
  *   - write() sends at once when nothing is buffered; the rest is queued
  *     as bytes chunks and flushed with sendmsg() on writability; flow
  *     control is _FlowControlMixin's (high/low water marks);
@@ -32,6 +34,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stddef.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -55,9 +58,15 @@ typedef struct {
     /* write buffer: chunks[head .. head+nchunks) */
     stream_chunk *chunks;
     size_t head, nchunks, cap;
-    bool buffered; /* protocol is a BufferedProtocol */
-    bool corking;  /* in data_received/buffer_updated: hold writes */
+    Py_ssize_t last_read; /* bytes the last data_received read brought */
+    bool buffered;        /* protocol is a BufferedProtocol */
+    bool corking;         /* in data_received/buffer_updated: hold writes */
 } StreamObj;
+
+/* From this size on, copying a read out of the scratch buffer costs more
+ * than asking the kernel how much is queued (one ioctl) and receiving it
+ * straight into its bytes object. */
+#define STREAM_DIRECT_READ (64 * 1024)
 
 #define T(t) ((TransportObj *)(t))
 
@@ -251,26 +260,46 @@ stream_read_ready(LoopObj *loop, PyObject *owner, uint32_t ev)
     if (t->buffered) {
         return stream_read_buffered(t);
     }
-    char *buf = aloop_loop_read_buf(loop);
-    if (buf == NULL) {
+    /* What recv(ALOOP_READ_BUF_SIZE) would bring, directly into `data`
+     * when it is large; else into the scratch buffer. */
+    PyObject *data = NULL;
+    char *buf = NULL;
+    size_t want = ALOOP_READ_BUF_SIZE;
+    int queued;
+    if (t->last_read >= STREAM_DIRECT_READ &&
+        ioctl(t->fd, FIONREAD, &queued) == 0 && queued >= STREAM_DIRECT_READ) {
+        want = (size_t)queued < want ? (size_t)queued : want;
+        data = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)want);
+        if (data == NULL) {
+            return -1;
+        }
+        buf = PyBytes_AS_STRING(data);
+    } else if ((buf = aloop_loop_read_buf(loop)) == NULL) {
         return aloop_transport_fatal_current(
             T(t), "Fatal read error on socket transport");
     }
     ssize_t n;
     do {
-        n = recv(t->fd, buf, ALOOP_READ_BUF_SIZE, 0);
+        n = recv(t->fd, buf, want, 0);
     } while (n < 0 && errno == EINTR);
-    if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+    int err = errno;
+    t->last_read = n;
+    if (n <= 0) {
+        Py_XDECREF(data);
+        if (n == 0) {
+            return stream_on_eof(t);
+        }
+        if (err == EAGAIN || err == EWOULDBLOCK) {
             return 0;
         }
         return aloop_transport_fatal_errno(
-            T(t), errno, "Fatal read error on socket transport");
+            T(t), err, "Fatal read error on socket transport");
     }
-    if (n == 0) {
-        return stream_on_eof(t);
+    if (data == NULL) {
+        data = PyBytes_FromStringAndSize(buf, n);
+    } else if ((size_t)n < want) {
+        (void)_PyBytes_Resize(&data, n);
     }
-    PyObject *data = PyBytes_FromStringAndSize(buf, n);
     if (data == NULL) {
         return -1;
     }
