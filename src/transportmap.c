@@ -37,6 +37,29 @@ transportmap_lookup(TransportMapObj *m, PyObject *key)
     return value;
 }
 
+/* Remove key and return its live value (new reference); if it is absent
+ * or dead, return dflt (new reference) or, when dflt is NULL, raise
+ * KeyError. */
+static PyObject *
+transportmap_pop(TransportMapObj *m, PyObject *key, PyObject *dflt)
+{
+    PyObject *value = transportmap_lookup(m, key);
+    if (value != NULL) {
+        if (PyDict_DelItem(m->refs, key) < 0) {
+            Py_CLEAR(value);
+        }
+        return value;
+    }
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    if (dflt != NULL) {
+        return Py_NewRef(dflt);
+    }
+    PyErr_SetObject(PyExc_KeyError, key);
+    return NULL;
+}
+
 PyObject *
 aloop_transportmap_new(aloop_state *st)
 {
@@ -108,15 +131,9 @@ TransportMapObj_ass_subscript(TransportMapObj *m, PyObject *key,
     if (value != NULL) {
         return aloop_transportmap_set((PyObject *)m, key, value);
     }
-    PyObject *old = transportmap_lookup(m, key);
-    if (old == NULL) {
-        if (!PyErr_Occurred()) {
-            PyErr_SetObject(PyExc_KeyError, key);
-        }
-        return -1;
-    }
-    Py_DECREF(old);
-    return PyDict_DelItem(m->refs, key);
+    PyObject *old = transportmap_pop(m, key, NULL);
+    Py_XDECREF(old);
+    return old ? 0 : -1;
 }
 
 static int
@@ -206,21 +223,7 @@ TransportMapObj_pop(TransportMapObj *m, PyObject *args)
     if (!PyArg_UnpackTuple(args, "pop", 1, 2, &key, &dflt)) {
         return NULL;
     }
-    PyObject *value = transportmap_lookup(m, key);
-    if (value != NULL) {
-        if (PyDict_DelItem(m->refs, key) < 0) {
-            Py_CLEAR(value);
-        }
-        return value;
-    }
-    if (PyErr_Occurred()) {
-        return NULL;
-    }
-    if (dflt != NULL) {
-        return Py_NewRef(dflt);
-    }
-    PyErr_SetObject(PyExc_KeyError, key);
-    return NULL;
+    return transportmap_pop(m, key, dflt);
 }
 
 static PyObject *

@@ -222,6 +222,14 @@ def test_transport_registry(loop):
             assert loop.remove_reader(fd)
             registry[fd] = tr
             assert registry[fd] is tr
+            assert fd in list(registry.keys())
+            assert any(v is tr for v in registry.values())
+            assert any(k == fd and v is tr for k, v in registry.items())
+            assert registry.pop(fd) is tr
+            assert registry.pop(fd, "gone") == "gone"
+            with pytest.raises(KeyError):
+                registry.pop(fd)
+            registry[fd] = tr
             await close_and_wait(tr, proto)
             # Closed: the fd may be watched again by others.
             loop._ensure_fd_no_transport(fd)

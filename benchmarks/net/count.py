@@ -102,6 +102,8 @@ def parse_args(argv):
     args = p.parse_args(argv)
     if args.requests < 1 or args.size < 1 or args.conns < 1:
         p.error("--requests, --size and --conns must be positive")
+    if args.requests < args.conns:
+        p.error("--requests must be at least --conns")
     return args
 
 
@@ -109,15 +111,8 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     if args.callgrind:
-        rest, skip = [], False
-        for a in argv:
-            if skip or a == "--callgrind" or a.startswith("--requests="):
-                skip = False
-                continue
-            if a == "--requests":
-                skip = True
-                continue
-            rest.append(a)
+        # argparse keeps the last --requests: the one appended below
+        rest = [a for a in argv if a != "--callgrind"]
         low = callgrind_instructions(rest, args.requests)
         high = callgrind_instructions(rest, 3 * args.requests)
         print(f"{args.loop} {args.mode} {args.client} size={args.size} "
