@@ -36,6 +36,11 @@
  * per-loop scratch buffer they read into. */
 #define ALOOP_READ_BUF_SIZE (256 * 1024)
 
+/* From this size on, copying a read out of the scratch buffer costs more
+ * than asking the kernel how much is queued (one ioctl) and receiving it
+ * straight into its own bytes object. */
+#define ALOOP_DIRECT_READ (64 * 1024)
+
 /* BaseEventLoop's limits. */
 #define ALOOP_MAX_SELECT_TIMEOUT (24.0 * 3600.0)
 #define ALOOP_MIN_SCHEDULED_TIMER_HANDLES 100
@@ -355,6 +360,7 @@ struct LoopObj {
 
     char *read_buf; /* ALOOP_READ_BUF_SIZE scratch: use aloop_loop_read_buf */
     aloop_sockaddr_memo sockname_memo; /* transports' local addresses */
+    Py_ssize_t sock_recv_last;         /* bytes the last sock_recv brought */
 
     int wakeup_fd; /* eventfd for call_soon_threadsafe */
     bool polling;  /* inside (or about to enter) the poller wait */
@@ -382,6 +388,13 @@ aloop_loop_time(void);
 /* The loop's ALOOP_READ_BUF_SIZE read buffer; NULL with MemoryError. */
 char *
 aloop_loop_read_buf(LoopObj *loop);
+/* How much to receive from `fd` straight into a new bytes object instead
+ * of through the scratch buffer: FIONREAD's count capped at `limit`, when
+ * the previous read of this kind brought ALOOP_DIRECT_READ or more (`last`)
+ * and at least that much is queued now; else 0.  No ioctl after small
+ * reads, so they pay nothing. */
+Py_ssize_t
+aloop_direct_read_size(int fd, Py_ssize_t last, Py_ssize_t limit);
 int
 aloop_loop_check_closed(LoopObj *loop);
 int

@@ -18,6 +18,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -51,6 +52,17 @@ aloop_loop_read_buf(LoopObj *loop)
         }
     }
     return loop->read_buf;
+}
+
+Py_ssize_t
+aloop_direct_read_size(int fd, Py_ssize_t last, Py_ssize_t limit)
+{
+    int queued;
+    if (last < ALOOP_DIRECT_READ || limit < ALOOP_DIRECT_READ ||
+        ioctl(fd, FIONREAD, &queued) != 0 || queued < ALOOP_DIRECT_READ) {
+        return 0;
+    }
+    return queued < limit ? queued : limit;
 }
 
 PyObject *

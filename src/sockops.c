@@ -127,12 +127,19 @@ sockop_try_recv(SockOpObj *op, PyObject **result)
     }
     /* Up to the loop's scratch size, receive there and copy what came:
      * allocating n bytes and shrinking them (socket.recv's way) makes
-     * malloc hand out fresh pages, and page faults, for large n. */
-    bool scratch = n <= ALOOP_READ_BUF_SIZE;
+     * malloc hand out fresh pages, and page faults, for large n.  After a
+     * large receive, a large queue goes straight into its bytes object. */
+    LoopObj *loop = op->loop;
+    Py_ssize_t want = aloop_direct_read_size(fd, loop->sock_recv_last, n);
+    bool scratch = want == 0 && n <= ALOOP_READ_BUF_SIZE;
     PyObject *bytes = NULL;
-    char *buf = scratch ? aloop_loop_read_buf(op->loop) : NULL;
-    if (!scratch) {
-        bytes = PyBytes_FromStringAndSize(NULL, n);
+    char *buf;
+    if (scratch) {
+        want = n;
+        buf = aloop_loop_read_buf(loop);
+    } else {
+        want = want ? want : n;
+        bytes = PyBytes_FromStringAndSize(NULL, want);
         buf = bytes ? PyBytes_AS_STRING(bytes) : NULL;
     }
     if (buf == NULL) {
@@ -140,7 +147,7 @@ sockop_try_recv(SockOpObj *op, PyObject **result)
     }
     ssize_t got;
     do {
-        got = recv(fd, buf, (size_t)n, 0);
+        got = recv(fd, buf, (size_t)want, 0);
     } while (got < 0 && errno == EINTR && PyErr_CheckSignals() == 0);
     if (got < 0) {
         Py_XDECREF(bytes);
@@ -153,9 +160,10 @@ sockop_try_recv(SockOpObj *op, PyObject **result)
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
+    loop->sock_recv_last = got;
     if (scratch) {
         bytes = PyBytes_FromStringAndSize(buf, got);
-    } else if (got != n && _PyBytes_Resize(&bytes, got) < 0) {
+    } else if (got != want && _PyBytes_Resize(&bytes, got) < 0) {
         return -1;
     }
     *result = bytes;

@@ -10,7 +10,7 @@
  *     queued in that order (internal ready-queue events, no Handles);
  *   - one read per readiness event: Protocol gets data_received(bytes)
  *     from a per-loop 256 KiB scratch buffer, or, once a read has brought
- *     STREAM_DIRECT_READ bytes or more, received straight into a bytes
+ *     ALOOP_DIRECT_READ bytes or more, received straight into a bytes
  *     object sized by FIONREAD (no copy of large reads); BufferedProtocol
  *     gets get_buffer(-1)/recv_into/buffer_updated(n); protocol methods
  *     are looked up once per set_protocol();
@@ -34,7 +34,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stddef.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -62,11 +61,6 @@ typedef struct {
     bool buffered;        /* protocol is a BufferedProtocol */
     bool corking;         /* in data_received/buffer_updated: hold writes */
 } StreamObj;
-
-/* From this size on, copying a read out of the scratch buffer costs more
- * than asking the kernel how much is queued (one ioctl) and receiving it
- * straight into its bytes object. */
-#define STREAM_DIRECT_READ (64 * 1024)
 
 #define T(t) ((TransportObj *)(t))
 
@@ -263,24 +257,23 @@ stream_read_ready(LoopObj *loop, PyObject *owner, uint32_t ev)
     /* What recv(ALOOP_READ_BUF_SIZE) would bring, directly into `data`
      * when it is large; else into the scratch buffer. */
     PyObject *data = NULL;
-    char *buf = NULL;
-    size_t want = ALOOP_READ_BUF_SIZE;
-    int queued;
-    if (t->last_read >= STREAM_DIRECT_READ &&
-        ioctl(t->fd, FIONREAD, &queued) == 0 && queued >= STREAM_DIRECT_READ) {
-        want = (size_t)queued < want ? (size_t)queued : want;
-        data = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)want);
-        if (data == NULL) {
+    char *buf;
+    Py_ssize_t want =
+        aloop_direct_read_size(t->fd, t->last_read, ALOOP_READ_BUF_SIZE);
+    if (want > 0) {
+        if ((data = PyBytes_FromStringAndSize(NULL, want)) == NULL) {
             return -1;
         }
         buf = PyBytes_AS_STRING(data);
-    } else if ((buf = aloop_loop_read_buf(loop)) == NULL) {
+    } else if ((buf = aloop_loop_read_buf(loop)) != NULL) {
+        want = ALOOP_READ_BUF_SIZE;
+    } else {
         return aloop_transport_fatal_current(
             T(t), "Fatal read error on socket transport");
     }
     ssize_t n;
     do {
-        n = recv(t->fd, buf, want, 0);
+        n = recv(t->fd, buf, (size_t)want, 0);
     } while (n < 0 && errno == EINTR);
     int err = errno;
     t->last_read = n;
@@ -297,7 +290,7 @@ stream_read_ready(LoopObj *loop, PyObject *owner, uint32_t ev)
     }
     if (data == NULL) {
         data = PyBytes_FromStringAndSize(buf, n);
-    } else if ((size_t)n < want) {
+    } else if (n < want) {
         (void)_PyBytes_Resize(&data, n);
     }
     if (data == NULL) {

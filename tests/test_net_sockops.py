@@ -87,6 +87,69 @@ def test_sock_recv_peer_reset(loop, pair):
     run(loop, main())
 
 
+@pytest.mark.parametrize("family", ["tcp", "unix"])
+def test_sock_recv_large_reads(loop, family):
+    """Large receives in a row (aloop then reads a large queue straight
+    into its bytes object) bring the stream in order, each at most n."""
+    a, b = tcp_pair() if family == "tcp" else socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    data = fill_pattern(8 * 1024 * 1024 + 5, seed=13)
+
+    async def main():
+        sender = asyncio.ensure_future(loop.sock_sendall(b, data))
+        await asyncio.sleep(0.05)  # let the receive queue fill
+        sizes = [256 * 1024, 100_000, 65_536, 70_000, 10, 300_000]
+        got = []
+        received = 0
+        while received < len(data):
+            n = sizes[len(got) % len(sizes)]
+            chunk = await asyncio.wait_for(loop.sock_recv(a, n), 30)
+            assert 0 < len(chunk) <= n
+            got.append(chunk)
+            received += len(chunk)
+        await asyncio.wait_for(sender, 30)
+        assert received == len(data)
+        assert hashlib.sha256(b"".join(got)).digest() == \
+            hashlib.sha256(data).digest()
+
+    try:
+        run(loop, main())
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("kind", ["SOCK_DGRAM", "SOCK_SEQPACKET"])
+def test_sock_recv_large_records(loop, kind):
+    """On record sockets every sock_recv returns one record, truncated to
+    n, also when several large records are queued (FIONREAD then counts
+    more than one record, or only the first)."""
+    a, b = socket.socketpair(socket.AF_UNIX, getattr(socket, kind))
+    a.setblocking(False)
+    b.setblocking(False)
+    records = [bytes([i]) * size for i, size in
+               enumerate([80_000, 70_000, 66_000, 100_000])]
+
+    async def main():
+        b.send(records[0])
+        b.send(records[1])
+        assert await loop.sock_recv(a, 256 * 1024) == records[0]
+        b.send(records[2])
+        assert await loop.sock_recv(a, 256 * 1024) == records[1]
+        assert await loop.sock_recv(a, 256 * 1024) == records[2]
+        b.send(records[3])
+        b.send(b"end")
+        assert await loop.sock_recv(a, 70_000) == records[3][:70_000]
+        assert await loop.sock_recv(a, 256 * 1024) == b"end"
+
+    try:
+        run(loop, main())
+    finally:
+        a.close()
+        b.close()
+
+
 def test_sock_recv_into(loop, pair):
     a, b = pair
 
