@@ -130,15 +130,14 @@ sockop_try_recv(SockOpObj *op, PyObject **result)
      * malloc hand out fresh pages, and page faults, for large n.  After a
      * large receive, a large queue goes straight into its bytes object. */
     LoopObj *loop = op->loop;
-    Py_ssize_t want = aloop_direct_read_size(fd, loop->sock_recv_last, n);
-    bool scratch = want == 0 && n <= ALOOP_READ_BUF_SIZE;
+    Py_ssize_t direct = aloop_direct_read_size(fd, loop->sock_recv_last, n);
+    Py_ssize_t want = direct ? direct : n;
+    bool scratch = direct == 0 && n <= ALOOP_READ_BUF_SIZE;
     PyObject *bytes = NULL;
     char *buf;
     if (scratch) {
-        want = n;
         buf = aloop_loop_read_buf(loop);
     } else {
-        want = want ? want : n;
         bytes = PyBytes_FromStringAndSize(NULL, want);
         buf = bytes ? PyBytes_AS_STRING(bytes) : NULL;
     }
