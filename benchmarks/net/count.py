@@ -9,7 +9,9 @@ generator with a fixed request count (connections for --client churn), then
 prints the server's user and system CPU, page faults and context switches
 per request, from getrusage.  Where run.py compares loops by timed runs,
 this is for looking at one loop's per-request cost while changing it (and
-for strace/perf on a known amount of work).
+for strace/perf on a known amount of work).  As in run.py, the server (this
+process) runs on CPU 0 and the load generator on CPU 1 when both are
+available: unpinned, the two share CPUs and the figures mean little.
 
 --callgrind runs the same thing twice under valgrind's callgrind (only this
 process: the load generator is not traced), with N and 3N requests, and
@@ -27,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 
-from . import cbuild, servers
+from . import cbuild, harness, servers
 
 ECHO_MODES = ("protocol", "buffered", "streams", "sockops")
 
@@ -48,7 +50,8 @@ async def serve_and_load(args, loadgen):
            "--requests", str(args.requests), "--duration", "600"]
     before = resource.getrusage(resource.RUSAGE_SELF)
     proc = await asyncio.create_subprocess_exec(
-        *cmd, stdout=subprocess.PIPE)
+        *cmd, stdout=subprocess.PIPE,
+        preexec_fn=harness.pinned(harness.CLIENT_CPU, args.pin))
     out, _ = await proc.communicate()
     after = resource.getrusage(resource.RUSAGE_SELF)
     if proc.returncode != 0:
@@ -122,6 +125,9 @@ def main(argv=None):
               f"{3 * args.requests} requests)")
         return
     loadgen = cbuild.build("loadgen")
+    args.pin = harness.can_pin()
+    if args.pin:
+        os.sched_setaffinity(0, {harness.SERVER_CPU})
     loop = servers.new_loop(args.loop)
     try:
         loop.run_until_complete(serve_and_load(args, loadgen))
