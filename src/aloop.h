@@ -354,6 +354,7 @@ struct LoopObj {
     Py_ssize_t timer_cancelled_count;
     uint64_t timer_seq;
     aloop_fdtable fds;
+    PyObject *io_fileobjs; /* fd -> file object given to add_reader/writer */
     aloop_poller poller;
     aloop_poll_event *events;
     int events_cap;

@@ -1084,6 +1084,7 @@ LoopObj_close(LoopObj *self, PyObject *Py_UNUSED(ignored))
         Py_DECREF(executor);
     }
     aloop_fdtable_clear(&self->fds);
+    Py_CLEAR(self->io_fileobjs);
     aloop_poller_close(&self->poller);
     if (self->wakeup_fd >= 0) {
         close(self->wakeup_fd);
@@ -1199,6 +1200,7 @@ LoopObj_traverse(LoopObj *self, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->dict);
     Py_VISIT(self->signal_handlers);
+    Py_VISIT(self->io_fileobjs);
     Py_VISIT(self->current_handle);
     Py_VISIT(self->old_agen_hooks);
     aloop_readyq_traverse(&self->ready, visit, arg);
@@ -1212,6 +1214,7 @@ LoopObj_clear(LoopObj *self)
 {
     Py_CLEAR(self->dict);
     Py_CLEAR(self->signal_handlers);
+    Py_CLEAR(self->io_fileobjs);
     Py_CLEAR(self->current_handle);
     Py_CLEAR(self->old_agen_hooks);
     aloop_sockaddr_memo_clear(&self->sockname_memo);

@@ -10,35 +10,40 @@
  */
 #include "aloop.h"
 
+/* fileobj's fd as selectors._fileobj_to_fd finds it, before its range
+ * check: 0, or -1 with ValueError("Invalid file object") where the stdlib
+ * raises it. */
+static int
+fileobj_fileno(PyObject *fileobj, long *fd)
+{
+    if (PyLong_Check(fileobj)) {
+        *fd = PyLong_AsLong(fileobj);
+        return (*fd == -1 && PyErr_Occurred()) ? -1 : 0;
+    }
+    PyObject *r = PyObject_CallMethod(fileobj, "fileno", NULL);
+    PyObject *i = r ? PyNumber_Long(r) : NULL;
+    Py_XDECREF(r);
+    if (i == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_AttributeError) ||
+            PyErr_ExceptionMatches(PyExc_TypeError) ||
+            PyErr_ExceptionMatches(PyExc_ValueError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_ValueError, "Invalid file object: %R", fileobj);
+        }
+        return -1;
+    }
+    *fd = PyLong_AsLong(i);
+    Py_DECREF(i);
+    return (*fd == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
 /* selectors._fileobj_to_fd */
 int
 aloop_fileobj_to_fd(PyObject *fileobj)
 {
     long fd;
-    if (PyLong_Check(fileobj)) {
-        fd = PyLong_AsLong(fileobj);
-        if (fd == -1 && PyErr_Occurred()) {
-            return -1;
-        }
-    } else {
-        PyObject *r = PyObject_CallMethod(fileobj, "fileno", NULL);
-        PyObject *i = r ? PyNumber_Long(r) : NULL;
-        Py_XDECREF(r);
-        if (i == NULL) {
-            if (PyErr_ExceptionMatches(PyExc_AttributeError) ||
-                PyErr_ExceptionMatches(PyExc_TypeError) ||
-                PyErr_ExceptionMatches(PyExc_ValueError)) {
-                PyErr_Clear();
-                PyErr_Format(PyExc_ValueError, "Invalid file object: %R",
-                             fileobj);
-            }
-            return -1;
-        }
-        fd = PyLong_AsLong(i);
-        Py_DECREF(i);
-        if (fd == -1 && PyErr_Occurred()) {
-            return -1;
-        }
+    if (fileobj_fileno(fileobj, &fd) < 0) {
+        return -1;
     }
     if (fd < 0) {
         PyErr_Format(PyExc_ValueError, "Invalid file descriptor: %ld", fd);
@@ -51,15 +56,77 @@ aloop_fileobj_to_fd(PyObject *fileobj)
     return (int)fd;
 }
 
+/* selectors' _fileobj_lookup: the fd of fileobj or, when it has none any
+ * more (a closed socket's fileno() is -1), the fd it was registered with
+ * through add_reader/add_writer -- so that it can still be removed. */
+static int
+loop_io_lookup_fd(LoopObj *loop, PyObject *fileobj)
+{
+    int fd = aloop_fileobj_to_fd(fileobj);
+    if (fd >= 0 || loop->io_fileobjs == NULL ||
+        !PyErr_ExceptionMatches(PyExc_ValueError)) {
+        return fd;
+    }
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(loop->io_fileobjs, &pos, &k, &v)) {
+        if (v == fileobj) {
+            PyErr_Clear();
+            return (int)PyLong_AsLong(k);
+        }
+    }
+    return -1;
+}
+
+/* Remember the file object a registration was made with, as an epoll
+ * selector key's fileobj: set when the fd gets its first watcher, kept
+ * while the fd stays registered (modify() keeps it), dropped with the last
+ * watcher.  Python code (a finalizer) may run. */
+static int
+loop_io_note_fileobj(LoopObj *loop, int fd, PyObject *fileobj,
+                     uint32_t old_mask)
+{
+    aloop_fdslot *slot = aloop_fdtable_get(&loop->fds, fd);
+    bool registered = slot != NULL && slot->mask != 0;
+    if (registered == (old_mask != 0)) {
+        return 0;
+    }
+    bool keep = registered && !PyLong_Check(fileobj);
+    if (!keep && loop->io_fileobjs == NULL) {
+        return 0;
+    }
+    if (loop->io_fileobjs == NULL) {
+        loop->io_fileobjs = PyDict_New();
+        if (loop->io_fileobjs == NULL) {
+            return -1;
+        }
+    }
+    PyObject *key = PyLong_FromLong(fd);
+    if (key == NULL) {
+        return -1;
+    }
+    int rc = keep ? PyDict_SetItem(loop->io_fileobjs, key, fileobj)
+                  : PyDict_DelItem(loop->io_fileobjs, key);
+    if (rc < 0 && !keep && PyErr_ExceptionMatches(PyExc_KeyError)) {
+        PyErr_Clear();
+        rc = 0;
+    }
+    Py_DECREF(key);
+    return rc;
+}
+
 /* BaseSelectorEventLoop._ensure_fd_no_transport: loop._transports is
  * our TransportMap unless someone replaced it (then: the mapping
  * protocol, as the stdlib). */
 int
 aloop_loop_ensure_no_transport(LoopObj *loop, PyObject *fileobj)
 {
-    int fd = aloop_fileobj_to_fd(fileobj);
-    if (fd < 0) {
+    long fd;
+    if (fileobj_fileno(fileobj, &fd) < 0) {
         return -1;
+    }
+    if (fd < 0) {
+        return 0; /* a closed socket's -1: no transport has it */
     }
     aloop_state *st = loop->state;
     PyObject *transports =
@@ -146,11 +213,13 @@ loop_io_add(LoopObj *self, uint32_t which, const char *meth,
     if (h == NULL) {
         return NULL;
     }
-    int fd = aloop_fileobj_to_fd(args[0]);
+    int fd = loop_io_lookup_fd(self, args[0]);
     if (fd < 0) {
         Py_DECREF(h);
         return NULL;
     }
+    aloop_fdslot *slot = aloop_fdtable_get(&self->fds, fd);
+    uint32_t old_mask = slot ? slot->mask : 0;
     PyObject *old = NULL;
     int rc =
         aloop_loop_set_watcher(self, fd, which, (PyObject *)h, NULL, &old);
@@ -158,7 +227,8 @@ loop_io_add(LoopObj *self, uint32_t which, const char *meth,
         Py_DECREF(h);
         return aloop_errno_error(rc);
     }
-    if (loop_io_cancel_old(old) < 0) {
+    if (loop_io_cancel_old(old) < 0 ||
+        loop_io_note_fileobj(self, fd, args[0], old_mask) < 0) {
         Py_DECREF(h);
         return NULL;
     }
@@ -171,7 +241,7 @@ loop_io_remove(LoopObj *self, uint32_t which, PyObject *fileobj)
     if (self->closed) {
         Py_RETURN_FALSE;
     }
-    int fd = aloop_fileobj_to_fd(fileobj);
+    int fd = loop_io_lookup_fd(self, fileobj);
     if (fd < 0) {
         return NULL;
     }
@@ -179,6 +249,7 @@ loop_io_remove(LoopObj *self, uint32_t which, PyObject *fileobj)
     if (slot == NULL || slot->mask == 0) {
         Py_RETURN_FALSE;
     }
+    uint32_t old_mask = slot->mask;
     PyObject *old = NULL;
     int rc = aloop_loop_set_watcher(self, fd, which, NULL, NULL, &old);
     if (rc < 0) {
@@ -187,7 +258,8 @@ loop_io_remove(LoopObj *self, uint32_t which, PyObject *fileobj)
     if (old == NULL) {
         Py_RETURN_FALSE;
     }
-    if (loop_io_cancel_old(old) < 0) {
+    if (loop_io_cancel_old(old) < 0 ||
+        loop_io_note_fileobj(self, fd, fileobj, old_mask) < 0) {
         return NULL;
     }
     Py_RETURN_TRUE;
@@ -289,14 +361,27 @@ selector_view_key(LoopObj *loop, int fd)
     }
     PyObject *r = slot->reader.fn ? Py_None : slot->reader.obj;
     PyObject *w = slot->writer.fn ? Py_None : slot->writer.obj;
-    return PyObject_CallFunction(loop->state->SelectorKey, "iiI(OO)", fd, fd,
-                                 slot->mask, r ? r : Py_None, w ? w : Py_None);
+    PyObject *fdobj = PyLong_FromLong(fd);
+    if (fdobj == NULL) {
+        return NULL;
+    }
+    PyObject *fileobj = loop->io_fileobjs
+                            ? PyDict_GetItemWithError(loop->io_fileobjs, fdobj)
+                            : NULL;
+    PyObject *key = PyErr_Occurred()
+                        ? NULL
+                        : PyObject_CallFunction(
+                              loop->state->SelectorKey, "OOI(OO)",
+                              fileobj ? fileobj : fdobj, fdobj, slot->mask,
+                              r ? r : Py_None, w ? w : Py_None);
+    Py_DECREF(fdobj);
+    return key;
 }
 
 static PyObject *
 SelectorViewObj_get_key(SelectorViewObj *self, PyObject *fileobj)
 {
-    int fd = aloop_fileobj_to_fd(fileobj);
+    int fd = loop_io_lookup_fd(self->loop, fileobj);
     if (fd < 0) {
         return NULL;
     }

@@ -442,6 +442,10 @@ sockop_start_waiting(SockOpObj *op)
     if (fd == -2) {
         return -1;
     }
+    if (fd < 0) {
+        PyErr_Format(PyExc_ValueError, "Invalid file descriptor: %d", fd);
+        return -1;
+    }
     PyObject *fdobj = PyLong_FromLong(fd);
     if (fdobj == NULL) {
         return -1;

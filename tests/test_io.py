@@ -403,6 +403,52 @@ def test_remove_reader_after_fd_closed(loop):
         b.close()
 
 
+@pytest.mark.parametrize("kind", ["reader", "writer"])
+def test_remove_closed_socket_object_that_was_registered(loop, kind):
+    # A closed socket's fileno() is -1; the selector finds its registration
+    # by identity, so the removal works (anyio's asyncio backend does this)
+    # and a new socket that reuses the fd number gets its callbacks.
+    add, remove = (getattr(loop, f"add_{kind}"),
+                   getattr(loop, f"remove_{kind}"))
+    a, b = socket.socketpair()
+    add(a, lambda: None)
+    assert loop._selector.get_key(a).fileobj is a
+    a.close()
+    b.close()
+    assert loop._selector.get_key(a).fileobj is a
+    assert remove(a) is True
+    with pytest.raises(ValueError, match="^Invalid file descriptor: -1$"):
+        remove(a)
+    with pytest.raises(ValueError, match="^Invalid file descriptor: -1$"):
+        loop._selector.get_key(a)
+    # The fd number is free again: a new socket on it gets its callbacks.
+    c, d = socket.socketpair()
+    try:
+        calls = []
+        add(c, calls.append, kind)
+        d.send(b"x")
+        wait_for_calls(loop, calls)
+        assert remove(c) is True
+    finally:
+        c.close()
+        d.close()
+
+
+def test_registration_keeps_its_first_file_object(loop, sockpair):
+    # The epoll selector's key keeps the object the fd was registered with
+    # while it stays registered, whatever later calls pass.
+    a, b = sockpair
+    loop.add_reader(a, lambda: None)
+    loop.add_writer(a.fileno(), lambda: None)
+    assert loop._selector.get_key(a.fileno()).fileobj is a
+    assert loop.remove_reader(a.fileno()) is True
+    assert loop._selector.get_key(a).fileobj is a
+    assert loop.remove_writer(a.fileno()) is True
+    loop.add_writer(a.fileno(), lambda: None)
+    assert loop._selector.get_key(a).fileobj == a.fileno()
+    assert loop.remove_writer(a) is True
+
+
 # ------------------------------------------------------------ fd objects
 
 
