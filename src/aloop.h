@@ -436,6 +436,18 @@ aloop_loop_io_setup_types(PyObject *module, aloop_state *st);
 PyObject *
 aloop_loop_selector_view(LoopObj *loop); /* loop._selector */
 
+/* ------------------------------------------------------------- sockclass.c
+ * A socket.socket subclass that overrides one of `methods` (NULL-ended)
+ * goes to the stdlib's Python code, which calls them: 1, 0, or -1. */
+int
+aloop_sock_overrides(aloop_state *st, PyObject *sock,
+                     const char *const *methods);
+/* selector_events.cls.name(*args, **kw) (selector_events.name if cls is
+ * NULL), looked up now. */
+PyObject *
+aloop_stdlib_call(aloop_state *st, const char *cls, const char *name,
+                  PyObject *args, PyObject *kw);
+
 /* --------------------------------------------------------------- sockops.c */
 extern PyMethodDef aloop_sockops_methods[];
 int

@@ -536,8 +536,13 @@ static PyType_Spec dgram_spec = {
              Py_TPFLAGS_DISALLOW_INSTANTIATION,
 };
 
+/* What _SelectorDatagramTransport reads and writes through. */
+static const char *const dgram_sock_methods[] = {"recvfrom", "sendto", "send",
+                                                 NULL};
+
 /* loop._make_datagram_transport(sock, protocol, address=None, waiter=None,
- *                               extra=None) */
+ *                               extra=None): this C transport, or the
+ * stdlib's for a socket that overrides its I/O methods. */
 static PyObject *
 LoopObj__make_datagram_transport(LoopObj *self, PyObject *args, PyObject *kw)
 {
@@ -549,6 +554,19 @@ LoopObj__make_datagram_transport(LoopObj *self, PyObject *args, PyObject *kw)
             args, kw, "OO|OOO:_make_datagram_transport", kwlist, &sock,
             &protocol, &address, &waiter, &extra)) {
         return NULL;
+    }
+    int own = aloop_sock_overrides(self->state, sock, dgram_sock_methods);
+    if (own != 0) {
+        PyObject *targs = own > 0
+                              ? PyTuple_Pack(6, (PyObject *)self, sock,
+                                             protocol, address, waiter, extra)
+                              : NULL;
+        PyObject *t = targs ? aloop_stdlib_call(self->state, NULL,
+                                                "_SelectorDatagramTransport",
+                                                targs, NULL)
+                            : NULL;
+        Py_XDECREF(targs);
+        return t;
     }
     DgramObj *t = PyObject_GC_New(DgramObj, self->state->DatagramType);
     if (t == NULL) {

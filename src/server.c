@@ -309,12 +309,33 @@ static PyType_Spec acceptor_spec = {
     .slots = acceptor_slots,
 };
 
+/* The stdlib's _start_serving, for a listening socket whose class
+ * overrides accept(): its accept loop calls the method. */
+static PyObject *
+stdlib_start_serving(LoopObj *self, PyObject *args, PyObject *kw)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(args);
+    PyObject *full = PyTuple_New(n + 1);
+    if (full == NULL) {
+        return NULL;
+    }
+    PyTuple_SET_ITEM(full, 0, Py_NewRef((PyObject *)self));
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyTuple_SET_ITEM(full, i + 1, Py_NewRef(PyTuple_GET_ITEM(args, i)));
+    }
+    PyObject *r = aloop_stdlib_call(self->state, "BaseSelectorEventLoop",
+                                    "_start_serving", full, kw);
+    Py_DECREF(full);
+    return r;
+}
+
 /* _start_serving(protocol_factory, sock, sslcontext=None, server=None,
  *                backlog=100, ssl_handshake_timeout=...,
  *                ssl_shutdown_timeout=...) */
 static PyObject *
 LoopObj__start_serving(LoopObj *self, PyObject *args, PyObject *kw)
 {
+    static const char *const accept_method[] = {"accept", NULL};
     static char *kwlist[] = {"protocol_factory",
                              "sock",
                              "sslcontext",
@@ -332,6 +353,10 @@ LoopObj__start_serving(LoopObj *self, PyObject *args, PyObject *kw)
                                      &server, &backlog, &hs, &sd) ||
         aloop_loop_check_closed(self) < 0) {
         return NULL;
+    }
+    int own = aloop_sock_overrides(st, sock, accept_method);
+    if (own != 0) {
+        return own > 0 ? stdlib_start_serving(self, args, kw) : NULL;
     }
     AcceptorObj *a = PyObject_GC_New(AcceptorObj, st->AcceptorType);
     if (a == NULL) {

@@ -812,11 +812,30 @@ stream_set_nodelay(aloop_state *st, PyObject *sock, int fd)
     return 0;
 }
 
-/* _SelectorSocketTransport(loop, sock, protocol, waiter, extra, server) */
+/* What _SelectorSocketTransport reads and writes through. */
+static const char *const stream_sock_methods[] = {"recv", "recv_into", "send",
+                                                  "sendmsg", NULL};
+
+/* _SelectorSocketTransport(loop, sock, protocol, waiter, extra, server):
+ * this C transport, or the stdlib's for a socket that overrides its
+ * I/O methods. */
 PyObject *
 aloop_stream_new(LoopObj *loop, PyObject *sock, PyObject *protocol,
                  PyObject *waiter, PyObject *extra, PyObject *server)
 {
+    int own = aloop_sock_overrides(loop->state, sock, stream_sock_methods);
+    if (own != 0) {
+        PyObject *args = own > 0
+                             ? PyTuple_Pack(6, (PyObject *)loop, sock,
+                                            protocol, waiter, extra, server)
+                             : NULL;
+        PyObject *t =
+            args ? aloop_stdlib_call(loop->state, NULL,
+                                     "_SelectorSocketTransport", args, NULL)
+                 : NULL;
+        Py_XDECREF(args);
+        return t;
+    }
     StreamObj *t = PyObject_GC_New(StreamObj, loop->state->StreamType);
     if (t == NULL) {
         return NULL;
