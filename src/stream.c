@@ -298,7 +298,12 @@ stream_read_ready(LoopObj *loop, PyObject *owner, uint32_t ev)
     }
     bool was_corking = t->corking;
     t->corking = true;
-    PyObject *r = PyObject_CallOneArg(t->data_received, data);
+    /* No data_received when the protocol was set: look it up now, as the
+     * stdlib does per read, and fail with its AttributeError if absent. */
+    PyObject *r =
+        t->data_received
+            ? PyObject_CallOneArg(t->data_received, data)
+            : PyObject_CallMethod(t->protocol, "data_received", "(O)", data);
     Py_DECREF(data);
     return stream_callback_done(
         t, r, was_corking,

@@ -1216,6 +1216,51 @@ def test_buffered_protocol_error_is_fatal(loop, exc_records, fail):
     run(loop, main())
 
 
+def test_protocol_without_data_received(loop, exc_records):
+    """A protocol with no data_received (nor get_buffer) is accepted; its
+    first read fails with AttributeError as a protocol error, and a method
+    added later is found (the stdlib looks it up per read)."""
+    class NoData(asyncio.BaseProtocol):
+        lost = None
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def connection_lost(self, exc):
+            self.lost = asyncio.get_running_loop().create_future()
+            self.lost.set_result(exc)
+
+    class Late(NoData):
+        pass
+
+    async def main():
+        tr, proto, peer = await connect(loop, NoData)
+        with peer:
+            peer.send(b"data")
+            await Notifier().wait(lambda: proto.lost is not None, poll=0.005,
+                                  what="connection_lost")
+            exc = proto.lost.result()
+            assert isinstance(exc, AttributeError)
+            assert "data_received" in str(exc)
+            [ctx] = exc_records.take()
+            assert ctx["message"] == \
+                "Fatal error: protocol.data_received() call failed."
+            assert ctx["exception"] is exc
+            assert await peer.read_until_eof() == b""
+        tr, proto, peer = await connect(loop, Late)
+        with peer:
+            got = []
+            proto.data_received = got.append
+            peer.send(b"late")
+            await Notifier().wait(lambda: got, poll=0.005, what="data")
+            assert got == [b"late"]
+            tr.close()
+            await Notifier().wait(lambda: proto.lost is not None, poll=0.005,
+                                  what="connection_lost")
+
+    run(loop, main())
+
+
 def test_connection_lost_error_goes_to_exception_handler(loop, exc_records):
     """connection_lost() runs from a loop callback: its exception goes to
     the exception handler like any callback's, and the socket is closed
