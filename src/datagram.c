@@ -214,6 +214,19 @@ dgram_send(DgramObj *t, PyObject *data, const char *buf, Py_ssize_t len,
     return -1;
 }
 
+/* protocol.error_received(exc): 0, or -1 with its exception (an
+ * AttributeError if the protocol has none, as in the stdlib). */
+static int
+dgram_error_received(DgramObj *t, PyObject *exc)
+{
+    PyObject *r =
+        t->error_received
+            ? PyObject_CallOneArg(t->error_received, exc)
+            : PyObject_CallMethod(t->protocol, "error_received", "(O)", exc);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
 /* The current exception after a send: OSError -> error_received(exc),
  * others are fatal. */
 static int
@@ -222,12 +235,11 @@ dgram_send_failed(DgramObj *t)
     if (aloop_error_is_fatal()) {
         return -1;
     }
-    if (PyErr_ExceptionMatches(PyExc_OSError) && t->error_received) {
+    if (PyErr_ExceptionMatches(PyExc_OSError)) {
         PyObject *exc = aloop_fetch_exception();
-        PyObject *r = PyObject_CallOneArg(t->error_received, exc);
+        int rc = dgram_error_received(t, exc);
         Py_DECREF(exc);
-        Py_XDECREF(r);
-        return r ? 0 : -1;
+        return rc;
     }
     return aloop_transport_fatal_current(
         T(t), "Fatal write error on datagram transport");
@@ -370,12 +382,9 @@ dgram_read_one(DgramObj *t, LoopObj *loop)
         }
         PyErr_SetFromErrno(PyExc_OSError);
         PyObject *exc = aloop_fetch_exception();
-        PyObject *r = t->error_received
-                          ? PyObject_CallOneArg(t->error_received, exc)
-                          : NULL;
+        int rc = dgram_error_received(t, exc);
         Py_DECREF(exc);
-        Py_XDECREF(r);
-        return r ? 0 : -1;
+        return rc;
     }
     PyObject *addr;
     if (len == 0) {
@@ -395,8 +404,10 @@ dgram_read_one(DgramObj *t, LoopObj *loop)
         PyObject *args[2] = {data, addr};
         r = PyObject_Vectorcall(t->datagram_received, args, 2, NULL);
     } else if (data != NULL) {
-        PyErr_SetString(PyExc_AttributeError,
-                        "protocol has no datagram_received()");
+        /* lacking when the protocol was set: looked up per call, as the
+         * stdlib does, for its AttributeError */
+        r = PyObject_CallMethod(t->protocol, "datagram_received", "OO", data,
+                                addr);
     }
     Py_XDECREF(data);
     Py_DECREF(addr);

@@ -700,6 +700,33 @@ def test_datagram_received_exception_goes_to_exception_handler(
     run(loop, main())
 
 
+def test_protocol_without_receive_methods(loop, exc_records, unix_dir):
+    """A protocol with neither datagram_received nor error_received gets
+    the AttributeError naming the method: from sendto() when its send
+    fails at once, through the exception handler for a datagram; the
+    endpoint stays open."""
+    class Bare(asyncio.BaseProtocol):
+        pass
+
+    async def main():
+        tr, _ = await loop.create_datagram_endpoint(
+            Bare, **local_kwargs("unix", unix_dir))
+        with pytest.raises(AttributeError, match="'error_received'"):
+            tr.sendto(b"lost", os.path.join(unix_dir, "nobody"))
+        with RawDgram(loop, bound_socket("unix", unix_dir)) as peer:
+            peer.sendto(b"hello", tr.get_extra_info("sockname"))
+            await Notifier().wait(lambda: exc_records.records, poll=0.005,
+                                  what="exception handler")
+        [ctx] = exc_records.take()
+        assert isinstance(ctx["exception"], AttributeError)
+        assert "'datagram_received'" in str(ctx["exception"])
+        assert not tr.is_closing()
+        tr.close()
+        await spin(loop)
+
+    run(loop, main())
+
+
 # ----------------------------------------------------- sendto buffering
 
 
