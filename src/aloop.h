@@ -482,6 +482,11 @@ typedef struct {
     PyObject *empty_waiter;                                                 \
     PyObject *waiter;   /* creator's waiter, until woken */                 \
     PyObject *lost_exc; /* argument of the pending connection_lost */       \
+    /* contextvars Contexts the protocol's callbacks run in (see            \
+     * transport.c): reading, writability, the queued connection_lost */    \
+    PyObject *read_ctx;                                                     \
+    PyObject *write_ctx;                                                    \
+    PyObject *lost_ctx;                                                     \
     PyObject *dict;                                                         \
     PyObject *weakreflist;                                                  \
     Py_ssize_t buffer_size; /* > 0 iff data is buffered */                  \

@@ -33,6 +33,7 @@ typedef struct {
     PyObject *ssl_handshake_timeout;
     PyObject *ssl_shutdown_timeout;
     PyObject *backlog_obj;
+    PyObject *context; /* the reader Handle's: a copy of _start_serving's */
     Py_ssize_t backlog;
     int fd;
     int family, type, proto; /* of the listening socket */
@@ -136,13 +137,24 @@ acceptor_connection(LoopObj *loop, AcceptorObj *a, int cfd,
         rc = task ? 0 : -1;
         goto done;
     }
-    protocol = PyObject_CallNoArgs(a->protocol_factory);
-    if (protocol == NULL) {
+    /* The stdlib runs _accept_connection2 in a Task: the factory and the
+     * transport's creation see a copy of the accept handler's context. */
+    PyObject *ctx = PyContext_CopyCurrent();
+    if (ctx == NULL) {
         goto fail;
     }
-    PyObject *transport =
-        aloop_stream_new(loop, conn, protocol, NULL, extra, a->server);
-    if (transport == NULL) {
+    if (PyContext_Enter(ctx) < 0) {
+        Py_DECREF(ctx);
+        goto fail;
+    }
+    protocol = PyObject_CallNoArgs(a->protocol_factory);
+    PyObject *transport = protocol ? aloop_stream_new(loop, conn, protocol,
+                                                      NULL, extra, a->server)
+                                   : NULL;
+    int exited = PyContext_Exit(ctx);
+    Py_DECREF(ctx);
+    if (transport == NULL || exited < 0) {
+        Py_XDECREF(transport);
         goto fail;
     }
     Py_DECREF(transport); /* the loop holds it while it is connected */
@@ -218,9 +230,32 @@ acceptor_out_of_resources(LoopObj *loop, AcceptorObj *a, int err)
 }
 
 static int
+acceptor_accept(LoopObj *loop, AcceptorObj *a);
+
+/* The listening fd's reader: accept in the acceptor's context. */
+static int
 acceptor_ready(LoopObj *loop, PyObject *owner, uint32_t events)
 {
     AcceptorObj *a = (AcceptorObj *)owner;
+    PyObject *ctx = Py_NewRef(a->context);
+    if (PyContext_Enter(ctx) < 0) {
+        Py_DECREF(ctx);
+        return aloop_loop_report_exception(loop,
+                                           "Exception in accept callback");
+    }
+    Py_INCREF(a);
+    int rc = acceptor_accept(loop, a);
+    Py_DECREF(a);
+    if (PyContext_Exit(ctx) < 0) {
+        rc = -1;
+    }
+    Py_DECREF(ctx);
+    return rc;
+}
+
+static int
+acceptor_accept(LoopObj *loop, AcceptorObj *a)
+{
     for (Py_ssize_t i = 0; i < a->backlog; i++) {
         struct sockaddr_storage ss;
         socklen_t len = sizeof(ss);
@@ -268,6 +303,7 @@ AcceptorObj_traverse(AcceptorObj *a, visitproc visit, void *arg)
     Py_VISIT(a->ssl_handshake_timeout);
     Py_VISIT(a->ssl_shutdown_timeout);
     Py_VISIT(a->backlog_obj);
+    Py_VISIT(a->context);
     return 0;
 }
 
@@ -281,6 +317,7 @@ AcceptorObj_clear(AcceptorObj *a)
     Py_CLEAR(a->ssl_handshake_timeout);
     Py_CLEAR(a->ssl_shutdown_timeout);
     Py_CLEAR(a->backlog_obj);
+    Py_CLEAR(a->context);
     return 0;
 }
 
@@ -369,10 +406,11 @@ LoopObj__start_serving(LoopObj *self, PyObject *args, PyObject *kw)
     a->ssl_handshake_timeout = Py_NewRef(hs);
     a->ssl_shutdown_timeout = Py_NewRef(sd);
     a->backlog_obj = backlog ? Py_NewRef(backlog) : PyLong_FromLong(100);
+    a->context = PyContext_CopyCurrent();
     a->backlog = 0;
     a->fd = -1;
     PyObject_GC_Track(a);
-    if (a->backlog_obj == NULL) {
+    if (a->backlog_obj == NULL || a->context == NULL) {
         goto error;
     }
     a->backlog = PyLong_AsSsize_t(a->backlog_obj);

@@ -13,7 +13,15 @@
  *     it; connection_lost runs exactly once, via the ready queue, and the
  *     socket is closed after it;
  *   - OSErrors are fatal silently (logged in debug mode); other errors go
- *     to the exception handler with the transport and protocol.
+ *     to the exception handler with the transport and protocol;
+ *   - protocol callbacks run in the contextvars Context the stdlib's
+ *     Handles would give them: reading (data_received, eof_received ...)
+ *     in a copy of the creator's context, renewed by resume_reading();
+ *     writability (resume_writing ...) in a copy of the context that
+ *     started waiting for it; connection_made and connection_lost in
+ *     copies of the context current when they were queued.  Calls made
+ *     during a user's call (pause_writing() from write()) run in the
+ *     caller's context.  So ContextVar changes stay where they would.
  * Invariant: the fd table holds one reference to the transport for each
  * watcher (reader, writer) it has registered.
  */
@@ -40,6 +48,43 @@ transport_state(TransportObj *t)
     return (aloop_state *)PyType_GetModuleState(Py_TYPE(t));
 }
 
+/* Run fn(loop, owner, ev) inside ctx (a Context no one else enters). */
+static int
+transport_in_context(PyObject *ctx, aloop_event_fn fn, LoopObj *loop,
+                     PyObject *owner, uint32_t ev)
+{
+    if (ctx == NULL) {
+        return fn(loop, owner, ev);
+    }
+    Py_INCREF(ctx); /* the callback may replace the transport's */
+    if (PyContext_Enter(ctx) < 0) {
+        Py_DECREF(ctx);
+        return aloop_loop_report_exception(loop, "Exception in callback");
+    }
+    int rc = fn(loop, owner, ev);
+    if (PyContext_Exit(ctx) < 0) {
+        rc = -1;
+    }
+    Py_DECREF(ctx);
+    return rc;
+}
+
+static int
+transport_read_event(LoopObj *loop, PyObject *owner, uint32_t ev)
+{
+    TransportObj *t = (TransportObj *)owner;
+    return transport_in_context(t->read_ctx, t->ops->read_ready, loop, owner,
+                                ev);
+}
+
+static int
+transport_write_event(LoopObj *loop, PyObject *owner, uint32_t ev)
+{
+    TransportObj *t = (TransportObj *)owner;
+    return transport_in_context(t->write_ctx, t->ops->write_ready, loop, owner,
+                                ev);
+}
+
 int
 aloop_transport_watch(TransportObj *t, uint32_t which, bool on)
 {
@@ -55,10 +100,19 @@ aloop_transport_watch(TransportObj *t, uint32_t which, bool on)
     if (mine == on || (!on && !mine)) {
         return 0; /* nothing to do, or someone else's watcher now */
     }
+    if (on && which == ALOOP_WRITE) {
+        /* _add_writer's Handle: a copy of the current context */
+        PyObject *ctx = PyContext_CopyCurrent();
+        if (ctx == NULL) {
+            return -1;
+        }
+        Py_XSETREF(t->write_ctx, ctx);
+    }
     PyObject *old = NULL;
     int rc = aloop_loop_set_watcher(
         t->loop, t->fd, which, on ? (PyObject *)t : NULL,
-        on ? (which == ALOOP_READ ? t->ops->read_ready : t->ops->write_ready)
+        on ? (which == ALOOP_READ ? transport_read_event
+                                  : transport_write_event)
            : NULL,
         &old);
     Py_XDECREF(old);
@@ -312,6 +366,30 @@ aloop_transport_call_connection_lost(TransportObj *t, PyObject *exc)
 }
 
 static int
+transport_event(LoopObj *loop, PyObject *owner, uint32_t event);
+
+/* Queued connection_made / connection_lost: in a copy of the context they
+ * were queued in (the reader's copy of it, for connection_made). */
+static int
+transport_event_in_context(LoopObj *loop, PyObject *owner, uint32_t event)
+{
+    TransportObj *t = (TransportObj *)owner;
+    PyObject *ctx;
+    if (event == EV_CONNECTION_MADE) {
+        ctx = t->read_ctx ? PyContext_Copy(t->read_ctx) : NULL;
+        if (ctx == NULL && PyErr_Occurred()) {
+            return aloop_loop_report_exception(loop, "Exception in callback");
+        }
+    } else {
+        ctx = t->lost_ctx;
+        t->lost_ctx = NULL;
+    }
+    int rc = transport_in_context(ctx, transport_event, loop, owner, event);
+    Py_XDECREF(ctx);
+    return rc;
+}
+
+static int
 transport_event(LoopObj *loop, PyObject *owner, uint32_t event)
 {
     TransportObj *t = (TransportObj *)owner;
@@ -371,8 +449,18 @@ transport_queue(TransportObj *t, uint32_t event)
     if (aloop_loop_check_closed(loop) < 0) {
         return -1;
     }
-    int rc =
-        aloop_readyq_push(&loop->ready, (PyObject *)t, transport_event, event);
+    bool in_context =
+        event == EV_CONNECTION_MADE || event == EV_CONNECTION_LOST;
+    if (event == EV_CONNECTION_LOST) {
+        PyObject *ctx = PyContext_CopyCurrent(); /* as call_soon's */
+        if (ctx == NULL) {
+            return -1;
+        }
+        Py_XSETREF(t->lost_ctx, ctx);
+    }
+    int rc = aloop_readyq_push(
+        &loop->ready, (PyObject *)t,
+        in_context ? transport_event_in_context : transport_event, event);
     if (rc < 0) {
         aloop_errno_error(rc);
         return -1;
@@ -493,6 +581,10 @@ aloop_transport_init(TransportObj *t, const aloop_transport_ops *ops,
     t->ops = ops;
     t->fd = -1;
     t->loop = (LoopObj *)Py_NewRef((PyObject *)loop);
+    t->read_ctx = PyContext_CopyCurrent(); /* the reader Handle's */
+    if (t->read_ctx == NULL) {
+        return -1;
+    }
     t->extra = (extra && extra != Py_None) ? Py_NewRef(extra) : PyDict_New();
     if (t->extra == NULL) {
         return -1;
@@ -660,6 +752,12 @@ Transport_resume_reading(TransportObj *t, PyObject *Py_UNUSED(ignored))
     if (t->closing || !t->paused) {
         Py_RETURN_NONE;
     }
+    /* _add_reader() makes a new Handle: a copy of the current context */
+    PyObject *ctx = PyContext_CopyCurrent();
+    if (ctx == NULL) {
+        return NULL;
+    }
+    Py_XSETREF(t->read_ctx, ctx);
     t->paused = false;
     if (aloop_transport_watch(t, ALOOP_READ, true) < 0) {
         return NULL;
@@ -837,6 +935,9 @@ aloop_transport_traverse(TransportObj *t, visitproc visit, void *arg)
     Py_VISIT(t->empty_waiter);
     Py_VISIT(t->waiter);
     Py_VISIT(t->lost_exc);
+    Py_VISIT(t->read_ctx);
+    Py_VISIT(t->write_ctx);
+    Py_VISIT(t->lost_ctx);
     Py_VISIT(t->dict);
     return t->ops ? t->ops->traverse(t, visit, arg) : 0;
 }
@@ -852,6 +953,9 @@ aloop_transport_clear(TransportObj *t)
     Py_CLEAR(t->empty_waiter);
     Py_CLEAR(t->waiter);
     Py_CLEAR(t->lost_exc);
+    Py_CLEAR(t->read_ctx);
+    Py_CLEAR(t->write_ctx);
+    Py_CLEAR(t->lost_ctx);
     Py_CLEAR(t->dict);
     if (t->ops != NULL) {
         t->ops->clear_protocol(t);
