@@ -142,6 +142,8 @@ typedef struct {
     PyObject *str_set_coroutine_origin_tracking;
     PyObject *str_run;
     PyObject *str_cancelled_attr; /* "_cancelled" */
+    PyObject *str_time;           /* "time" */
+    PyObject *loop_time_method;   /* _core.Loop.time, the C clock */
     PyObject *kwnames_loop;       /* ("loop",) */
     PyObject *kwnames_task;       /* ("loop", "name", "context") */
     PyObject *Task;               /* asyncio.tasks.Task */
@@ -362,6 +364,11 @@ struct LoopObj {
     char *read_buf; /* ALOOP_READ_BUF_SIZE scratch: use aloop_loop_read_buf */
     aloop_sockaddr_memo sockname_memo; /* transports' local addresses */
     Py_ssize_t sock_recv_last;         /* bytes the last sock_recv brought */
+    /* time() is overridden: by the class (valid while the type's version
+     * tag is time_type_tag) or by an instance attribute (mock.patch) */
+    unsigned int time_type_tag;
+    bool time_type_override;
+    bool time_attr_override;
 
     int wakeup_fd; /* eventfd for call_soon_threadsafe */
     bool polling;  /* inside (or about to enter) the poller wait */

@@ -372,17 +372,58 @@ loop_drop_cancelled_timers(LoopObj *loop)
     }
 }
 
+/* Whether time() is overridden, by the loop's class (re-checked when the
+ * type changes: its version tag) or by an instance attribute. */
+static bool
+loop_time_overridden(LoopObj *loop)
+{
+    PyTypeObject *tp = Py_TYPE(loop);
+    if (tp->tp_version_tag == 0 || tp->tp_version_tag != loop->time_type_tag) {
+        PyObject *m = PyObject_GetAttr((PyObject *)tp, loop->state->str_time);
+        if (m == NULL) {
+            PyErr_Clear(); /* no time at all: the C clock */
+        }
+        loop->time_type_override =
+            m != NULL && m != loop->state->loop_time_method;
+        Py_XDECREF(m);
+        loop->time_type_tag = tp->tp_version_tag;
+    }
+    return loop->time_attr_override || loop->time_type_override;
+}
+
+/* self.time(), as the stdlib's scheduler reads the clock: the C clock
+ * unless time() is overridden (a virtual clock, a mock).  0 or -1. */
+static int
+loop_now(LoopObj *loop, double *now)
+{
+    if (!loop_time_overridden(loop)) {
+        *now = aloop_loop_time();
+        return 0;
+    }
+    PyObject *r =
+        PyObject_CallMethodNoArgs((PyObject *)loop, loop->state->str_time);
+    *now = r ? PyFloat_AsDouble(r) : -1.0;
+    Py_XDECREF(r);
+    return (*now == -1.0 && PyErr_Occurred()) ? -1 : 0;
+}
+
 static int
 loop_run_debug(LoopObj *loop, HandleObj *h)
 {
     aloop_state *st = loop->state;
     Py_XSETREF(loop->current_handle, Py_NewRef((PyObject *)h));
-    double t0 = aloop_loop_time();
+    double t0, t1;
+    if (loop_now(loop, &t0) < 0) {
+        return -1;
+    }
     int rc = aloop_handle_run(h);
-    double dt = aloop_loop_time() - t0;
     Py_CLEAR(loop->current_handle);
-    if (rc < 0 || dt < loop->slow_callback_duration) {
-        return rc;
+    if (rc < 0 || loop_now(loop, &t1) < 0) {
+        return -1;
+    }
+    double dt = t1 - t0;
+    if (dt < loop->slow_callback_duration) {
+        return 0;
     }
     PyObject *fmt = PyObject_CallOneArg(st->format_handle, (PyObject *)h);
     if (fmt == NULL) {
@@ -439,7 +480,11 @@ loop_run_once(LoopObj *loop)
     if (loop->ready.len || loop->stopping) {
         timeout = 0;
     } else if (loop->timers.len) {
-        timeout = loop->timers.items[0]->when - aloop_loop_time();
+        double now;
+        if (loop_now(loop, &now) < 0) {
+            return -1;
+        }
+        timeout = loop->timers.items[0]->when - now;
         if (timeout > ALOOP_MAX_SELECT_TIMEOUT) {
             timeout = ALOOP_MAX_SELECT_TIMEOUT;
         } else if (!(timeout >= 0)) { /* negative or NaN */
@@ -458,7 +503,11 @@ loop_run_once(LoopObj *loop)
     }
 
     /* Timers due before now + resolution join the ready queue. */
-    double end_time = aloop_loop_time() + loop->clock_resolution;
+    double end_time;
+    if (loop_now(loop, &end_time) < 0) {
+        return -1;
+    }
+    end_time += loop->clock_resolution;
     aloop_timerheap *th = &loop->timers;
     while (th->len) {
         HandleObj *t = th->items[0];
@@ -659,6 +708,19 @@ LoopObj_time(LoopObj *self, PyObject *Py_UNUSED(ignored))
     return PyFloat_FromDouble(aloop_loop_time());
 }
 
+/* loop.time = ... (mock.patch.object(loop, "time") does it): the
+ * scheduler must then call it, as the stdlib's does. */
+static int
+LoopObj_setattro(LoopObj *self, PyObject *name, PyObject *value)
+{
+    int rc = PyObject_GenericSetAttr((PyObject *)self, name, value);
+    if (rc == 0 && PyUnicode_Check(name) &&
+        PyUnicode_Compare(name, self->state->str_time) == 0) {
+        self->time_attr_override = value != NULL;
+    }
+    return rc;
+}
+
 static PyObject *
 LoopObj_get_debug(LoopObj *self, PyObject *Py_UNUSED(ignored))
 {
@@ -808,22 +870,25 @@ LoopObj_call_later(LoopObj *self, PyObject *const *args, Py_ssize_t nargs,
         return NULL;
     }
     PyObject *delay = args[0];
-    double when;
+    double when, t;
     if (delay == Py_None) {
         PyErr_SetString(PyExc_TypeError, "delay must not be None");
         return NULL;
     }
+    if (loop_now(self, &t) < 0) {
+        return NULL;
+    }
     if (PyFloat_CheckExact(delay)) {
-        when = aloop_loop_time() + PyFloat_AS_DOUBLE(delay);
+        when = t + PyFloat_AS_DOUBLE(delay);
     } else if (PyLong_CheckExact(delay)) {
         double d = PyLong_AsDouble(delay); /* OverflowError as float + int */
         if (d == -1.0 && PyErr_Occurred()) {
             return NULL;
         }
-        when = aloop_loop_time() + d;
+        when = t + d;
     } else {
         /* float + delay, so odd types fail with the stdlib's message */
-        PyObject *now = PyFloat_FromDouble(aloop_loop_time());
+        PyObject *now = PyFloat_FromDouble(t);
         PyObject *sum = now ? PyNumber_Add(now, delay) : NULL;
         Py_XDECREF(now);
         if (sum == NULL) {
@@ -1370,15 +1435,11 @@ static PyMethodDef LoopObj_methods[] = {
 };
 
 static PyType_Slot loop_slots[] = {
-    {Py_tp_new, LoopObj_new},
-    {Py_tp_init, LoopObj_init},
-    {Py_tp_dealloc, LoopObj_dealloc},
-    {Py_tp_traverse, LoopObj_traverse},
-    {Py_tp_clear, LoopObj_clear},
-    {Py_tp_methods, LoopObj_methods},
-    {Py_tp_getset, LoopObj_getset},
-    {Py_tp_members, LoopObj_members},
-    {0, NULL},
+    {Py_tp_new, LoopObj_new},           {Py_tp_init, LoopObj_init},
+    {Py_tp_dealloc, LoopObj_dealloc},   {Py_tp_traverse, LoopObj_traverse},
+    {Py_tp_clear, LoopObj_clear},       {Py_tp_methods, LoopObj_methods},
+    {Py_tp_getset, LoopObj_getset},     {Py_tp_members, LoopObj_members},
+    {Py_tp_setattro, LoopObj_setattro}, {0, NULL},
 };
 
 static PyType_Spec loop_spec = {
@@ -1417,6 +1478,11 @@ aloop_loop_setup_types(PyObject *module, aloop_state *st)
     st->LoopType =
         (PyTypeObject *)PyType_FromModuleAndSpec(module, &loop_spec, NULL);
     if (st->LoopType == NULL) {
+        return -1;
+    }
+    st->loop_time_method =
+        PyObject_GetAttr((PyObject *)st->LoopType, st->str_time);
+    if (st->loop_time_method == NULL) {
         return -1;
     }
     return PyModule_AddObjectRef(module, "Loop", (PyObject *)st->LoopType);

@@ -137,6 +137,8 @@ import_attr(const char *module, const char *name)
     X(str_set_coroutine_origin_tracking) \
     X(str_run)                           \
     X(str_cancelled_attr)                \
+    X(str_time)                          \
+    X(loop_time_method)                  \
     X(kwnames_loop)                      \
     X(kwnames_task)                      \
     X(Task)                              \
@@ -209,6 +211,7 @@ module_exec(PyObject *mod)
     INTERN(str_set_coroutine_origin_tracking, "_set_coroutine_origin_tracking")
     INTERN(str_run, "_run")
     INTERN(str_cancelled_attr, "_cancelled")
+    INTERN(str_time, "time")
     INTERN(str_fileno, "fileno")
     INTERN(str_sockname, "sockname")
     INTERN(str_socket, "socket")

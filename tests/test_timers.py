@@ -4,6 +4,7 @@ import asyncio
 import random
 import threading
 import time
+from unittest import mock
 
 from _aloop_support import describe, run, run_child, run_once
 
@@ -217,6 +218,73 @@ def test_loop_sleeps_until_timer_with_nothing_else(loop):
     fut = loop.create_future()
     loop.call_later(0.05, fut.set_result, "ok")
     assert run(loop, fut) == "ok"
+
+
+# ------------------------------------------------- an overridden time()
+# The stdlib's scheduler reads the clock through self.time(): a mocked or
+# overridden time() (virtual clocks in test suites) moves the timers.
+
+
+def test_patched_time_makes_timers_due(loop):
+    async def main():
+        now = loop.time()
+        fired = []
+        loop.call_at(now + 60, fired.append, "at")
+        with mock.patch.object(loop, "time", return_value=now + 60):
+            later = loop.call_later(5, fired.append, "later")
+            assert later.when() == now + 65
+            for _ in range(3):
+                await asyncio.sleep(0)
+        later.cancel()
+        # Unpatched: the real clock again.
+        start = time.monotonic()
+        await asyncio.sleep(0.01)
+        assert time.monotonic() - start < 5
+        return fired
+
+    # (not run(): its timeout would see the patched clock too)
+    assert loop.run_until_complete(main()) == ["at"]
+
+
+def test_patched_class_time_makes_timers_due(loop):
+    async def main():
+        now = loop.time()
+        fired = []
+        loop.call_at(now + 60, fired.append, "at")
+        await asyncio.sleep(0)
+        with mock.patch.object(type(loop), "time", lambda self: now + 60):
+            for _ in range(3):
+                await asyncio.sleep(0)
+        return fired
+
+    assert loop.run_until_complete(main()) == ["at"]
+
+
+def test_subclass_time_is_the_schedulers_clock(loop):
+    class Shifted(type(loop)):
+        shift = 0.0
+
+        def time(self):
+            return super().time() + self.shift
+
+    shifted = Shifted()
+    try:
+        async def main():
+            fired = []
+            shifted.call_later(3600, fired.append, "timer")
+            sleeper = asyncio.ensure_future(asyncio.sleep(7200))
+            await asyncio.sleep(0)
+            shifted.shift = 3601.0
+            await asyncio.sleep(0.01)
+            assert fired == ["timer"] and not sleeper.done()
+            shifted.shift = 7201.0
+            await asyncio.sleep(0.01)
+            assert sleeper.done()
+
+        # (not run(): its timeout would see the shifted clock too)
+        shifted.run_until_complete(main())
+    finally:
+        shifted.close()
 
 
 def test_timer_scheduled_from_other_thread_via_threadsafe(loop):
