@@ -53,8 +53,11 @@ class Plain(socket.socket):
 
 
 def adopt(cls, sock):
-    """The same connection as a `cls` instance (the original is detached)."""
-    return cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
+    """The same socket as a non-blocking `cls` instance (the original is
+    detached)."""
+    new = cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
+    new.setblocking(False)
+    return new
 
 
 class Collect(asyncio.Protocol):
