@@ -191,8 +191,9 @@ struct HandleObj {
 #if PY_VERSION_HEX < 0x030C0000
     PyObject *weakreflist; /* __weakref__ (3.12+ manages it) */
 #endif
-    PyObject *scheduled_slot; /* TimerHandle slots, unused */
-    PyObject *when_slot;
+    PyObject *scheduled_slot; /* TimerHandle's _scheduled slot, unused */
+    PyObject
+        *when_slot; /* call_at's `when` if it was not a float, else NULL */
     /* aloop's own fields */
     double when;  /* TimerHandle: deadline in loop.time() seconds */
     uint64_t seq; /* TimerHandle: tie breaker, FIFO among equal deadlines */

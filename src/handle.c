@@ -373,6 +373,10 @@ HandleObj__run(HandleObj *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 HandleObj_when(HandleObj *self, PyObject *Py_UNUSED(ignored))
 {
+    /* call_at(when) keeps a `when` that is not a float as it was given */
+    if (self->when_slot != NULL) {
+        return Py_NewRef(self->when_slot);
+    }
     return PyFloat_FromDouble(self->when);
 }
 
@@ -413,7 +417,7 @@ HandleObj_set_scheduled(HandleObj *self, PyObject *value, void *closure)
 static PyObject *
 HandleObj_get_when(HandleObj *self, void *closure)
 {
-    return PyFloat_FromDouble(self->when);
+    return HandleObj_when(self, NULL);
 }
 
 static int
@@ -428,6 +432,8 @@ HandleObj_set_when(HandleObj *self, PyObject *value, void *closure)
         return -1;
     }
     self->when = when;
+    Py_XSETREF(self->when_slot,
+               PyFloat_CheckExact(value) ? NULL : Py_NewRef(value));
     return 0;
 }
 

@@ -921,8 +921,12 @@ LoopObj_call_at(LoopObj *self, PyObject *const *args, Py_ssize_t nargs,
     if (when == -1.0 && PyErr_Occurred()) {
         return NULL;
     }
-    return loop_schedule_timer(self, when, "call_at", args + 1, nargs - 1,
-                               context);
+    HandleObj *t = (HandleObj *)loop_schedule_timer(
+        self, when, "call_at", args + 1, nargs - 1, context);
+    if (t != NULL && !PyFloat_CheckExact(args[0])) {
+        t->when_slot = Py_NewRef(args[0]); /* when() returns it as given */
+    }
+    return (PyObject *)t;
 }
 
 static PyObject *

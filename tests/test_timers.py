@@ -23,6 +23,19 @@ def test_call_later_returns_timer_handle(loop):
     h.cancel()
 
 
+def test_call_at_keeps_when_as_given(loop):
+    # TimerHandle keeps `when` itself: an int stays an int.
+    when = int(loop.time()) + 100
+    h = loop.call_at(when, lambda: None)
+    assert h.when() == when and type(h.when()) is int
+    assert type(h._when) is int
+    assert f"when={when}" in repr(h)
+    h.cancel()
+    h = loop.call_later(100, lambda: None)
+    assert type(h.when()) is float
+    h.cancel()
+
+
 def test_call_at_returns_timer_handle_with_when(loop):
     when = loop.time() + 10
     h = loop.call_at(when, lambda: None)
