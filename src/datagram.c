@@ -340,6 +340,13 @@ DgramObj_sendto(DgramObj *t, PyObject *args, PyObject *kw)
         }
         goto done;
     }
+    if (t->sock == NULL) {
+        /* connection_lost ran: the stdlib's self._sock is None */
+        PyErr_Format(PyExc_AttributeError,
+                     "'NoneType' object has no attribute '%s'",
+                     t->connected ? "send" : "sendto");
+        goto done;
+    }
     if (t->nitems == 0) {
         int s = dgram_send(t, data, view.buf, view.len, addr, false);
         if (s > 0 || (s < 0 && dgram_send_failed(t) == 0)) {

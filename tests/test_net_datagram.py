@@ -1064,6 +1064,25 @@ def test_sendto_after_close_warns_after_five(loop, how, caplog):
     run(loop, main())
 
 
+def test_sendto_on_unconnected_endpoint_after_connection_lost(loop,
+                                                               exc_records):
+    """An unconnected endpoint has no lost-writes counter: between close()
+    and connection_lost() sendto() still sends; after it, the socket is
+    gone and sendto() raises AttributeError (the stdlib's _sock is None)."""
+    async def main():
+        with RawDgram(loop, bound_socket("udp4", None)) as peer:
+            tr, proto = await endpoint(loop, local_addr=(LOCALHOST4, 0))
+            tr.close()
+            tr.sendto(b"after close", peer.addr)
+            await peer.wait_count(1)
+            assert await proto.wait_lost() is None
+            with pytest.raises(AttributeError):
+                tr.sendto(b"after connection_lost", peer.addr)
+            assert peer.data == [b"after close"]
+
+    run(loop, main())
+
+
 # -------------------------------------------------- close / abort / extra
 
 
