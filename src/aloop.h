@@ -192,8 +192,7 @@ struct HandleObj {
     PyObject *weakreflist; /* __weakref__ (3.12+ manages it) */
 #endif
     PyObject *scheduled_slot; /* TimerHandle's _scheduled slot, unused */
-    PyObject
-        *when_slot; /* call_at's `when` if it was not a float, else NULL */
+    PyObject *when_slot;      /* call_at's non-float `when`, or NULL */
     /* aloop's own fields */
     double when;  /* TimerHandle: deadline in loop.time() seconds */
     uint64_t seq; /* TimerHandle: tie breaker, FIFO among equal deadlines */
