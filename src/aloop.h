@@ -450,10 +450,10 @@ int
 aloop_sock_overrides(aloop_state *st, PyObject *sock,
                      const char *const *methods);
 /* selector_events.cls.name(*args, **kw) (selector_events.name if cls is
- * NULL), looked up now. */
+ * NULL), looked up now; kw is a dict or NULL. */
 PyObject *
 aloop_stdlib_call(aloop_state *st, const char *cls, const char *name,
-                  PyObject *args, PyObject *kw);
+                  PyObject *const *args, size_t nargs, PyObject *kw);
 
 /* --------------------------------------------------------------- sockops.c */
 extern PyMethodDef aloop_sockops_methods[];

@@ -575,16 +575,12 @@ LoopObj__make_datagram_transport(LoopObj *self, PyObject *args, PyObject *kw)
     }
     int own = aloop_sock_overrides(self->state, sock, dgram_sock_methods);
     if (own != 0) {
-        PyObject *targs = own > 0
-                              ? PyTuple_Pack(6, (PyObject *)self, sock,
-                                             protocol, address, waiter, extra)
-                              : NULL;
-        PyObject *t = targs ? aloop_stdlib_call(self->state, NULL,
-                                                "_SelectorDatagramTransport",
-                                                targs, NULL)
-                            : NULL;
-        Py_XDECREF(targs);
-        return t;
+        PyObject *targs[] = {(PyObject *)self, sock,   protocol,
+                             address,          waiter, extra};
+        return own < 0 ? NULL
+                       : aloop_stdlib_call(self->state, NULL,
+                                           "_SelectorDatagramTransport", targs,
+                                           6, NULL);
     }
     DgramObj *t = PyObject_GC_New(DgramObj, self->state->DatagramType);
     if (t == NULL) {

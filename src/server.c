@@ -347,23 +347,19 @@ static PyType_Spec acceptor_spec = {
 };
 
 /* The stdlib's _start_serving, for a listening socket whose class
- * overrides accept(): its accept loop calls the method. */
+ * overrides accept(): its accept loop calls the method.  args holds at
+ * most the 7 parameters (checked by the caller's parsing). */
 static PyObject *
 stdlib_start_serving(LoopObj *self, PyObject *args, PyObject *kw)
 {
+    PyObject *full[8] = {(PyObject *)self};
     Py_ssize_t n = PyTuple_GET_SIZE(args);
-    PyObject *full = PyTuple_New(n + 1);
-    if (full == NULL) {
-        return NULL;
-    }
-    PyTuple_SET_ITEM(full, 0, Py_NewRef((PyObject *)self));
+    n = n < 7 ? n : 7;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyTuple_SET_ITEM(full, i + 1, Py_NewRef(PyTuple_GET_ITEM(args, i)));
+        full[i + 1] = PyTuple_GET_ITEM(args, i);
     }
-    PyObject *r = aloop_stdlib_call(self->state, "BaseSelectorEventLoop",
-                                    "_start_serving", full, kw);
-    Py_DECREF(full);
-    return r;
+    return aloop_stdlib_call(self->state, "BaseSelectorEventLoop",
+                             "_start_serving", full, (size_t)n + 1, kw);
 }
 
 /* _start_serving(protocol_factory, sock, sslcontext=None, server=None,

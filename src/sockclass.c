@@ -44,7 +44,7 @@ aloop_sock_overrides(aloop_state *st, PyObject *sock,
 
 PyObject *
 aloop_stdlib_call(aloop_state *st, const char *cls, const char *name,
-                  PyObject *args, PyObject *kw)
+                  PyObject *const *args, size_t nargs, PyObject *kw)
 {
     PyObject *owner = cls ? PyObject_GetAttrString(st->selector_events, cls)
                           : Py_NewRef(st->selector_events);
@@ -53,7 +53,7 @@ aloop_stdlib_call(aloop_state *st, const char *cls, const char *name,
     if (func == NULL) {
         return NULL;
     }
-    PyObject *r = PyObject_Call(func, args, kw);
+    PyObject *r = PyObject_VectorcallDict(func, args, nargs, kw);
     Py_DECREF(func);
     return r;
 }

@@ -830,16 +830,12 @@ aloop_stream_new(LoopObj *loop, PyObject *sock, PyObject *protocol,
 {
     int own = aloop_sock_overrides(loop->state, sock, stream_sock_methods);
     if (own != 0) {
-        PyObject *args = own > 0
-                             ? PyTuple_Pack(6, (PyObject *)loop, sock,
-                                            protocol, waiter, extra, server)
-                             : NULL;
-        PyObject *t =
-            args ? aloop_stdlib_call(loop->state, NULL,
-                                     "_SelectorSocketTransport", args, NULL)
-                 : NULL;
-        Py_XDECREF(args);
-        return t;
+        PyObject *args[] = {(PyObject *)loop, sock,  protocol,
+                            waiter,           extra, server};
+        return own < 0 ? NULL
+                       : aloop_stdlib_call(loop->state, NULL,
+                                           "_SelectorSocketTransport", args, 6,
+                                           NULL);
     }
     StreamObj *t = PyObject_GC_New(StreamObj, loop->state->StreamType);
     if (t == NULL) {

@@ -19,8 +19,8 @@ from _net_support import (LOCALHOST4, Notifier, listener, run, tcp_pair,
 cvar = contextvars.ContextVar("cvar", default="outer")
 
 
-class Seen(asyncio.Protocol):
-    """Records cvar's value per callback; sets it in some of them."""
+class Recorder:
+    """Records cvar's value per callback; connection_made sets it."""
 
     def __init__(self):
         self.seen = {}
@@ -33,6 +33,15 @@ class Seen(asyncio.Protocol):
         self.transport = transport
         self.note("connection_made")
         cvar.set("set in connection_made")
+
+    def connection_lost(self, exc):
+        self.note("connection_lost")
+        self.lost.set_result(exc)
+
+
+class Seen(Recorder, asyncio.Protocol):
+    """A Recorder stream protocol; data_received and connection_lost set
+    cvar too."""
 
     def data_received(self, data):
         self.note("data_received")
@@ -48,9 +57,8 @@ class Seen(asyncio.Protocol):
         self.note("resume_writing")
 
     def connection_lost(self, exc):
-        self.note("connection_lost")
+        super().connection_lost(exc)
         cvar.set("set in connection_lost")
-        self.lost.set_result(exc)
 
 
 async def wait_for(what, cond):
@@ -262,25 +270,10 @@ def test_buffered_protocol_context(loop):
 
 
 def test_datagram_callbacks_context(loop):
-    class Dgram(asyncio.DatagramProtocol):
-        def __init__(self):
-            self.seen = {}
-            self.lost = asyncio.get_running_loop().create_future()
-
-        def note(self, name):
-            self.seen.setdefault(name, []).append(cvar.get())
-
-        def connection_made(self, transport):
-            self.note("connection_made")
-            cvar.set("set in connection_made")
-
+    class Dgram(Recorder, asyncio.DatagramProtocol):
         def datagram_received(self, data, addr):
             self.note("datagram_received")
             cvar.set("set in datagram_received")
-
-        def connection_lost(self, exc):
-            self.note("connection_lost")
-            self.lost.set_result(exc)
 
     async def main():
         cvar.set("creator")
