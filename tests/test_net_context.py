@@ -65,13 +65,20 @@ async def wait_for(what, cond):
     await Notifier().wait(cond, poll=0.002, what=what)
 
 
+async def connect_seen(loop):
+    """A Seen protocol on one end of a TCP pair, after connection_made;
+    returns (transport, protocol, the other end)."""
+    a, b = tcp_pair()
+    tr, proto = await loop.create_connection(Seen, sock=a)
+    await wait_for("connection_made", lambda: proto.seen)
+    return tr, proto, b
+
+
 def test_stream_callbacks_see_the_creators_context(loop):
     async def main():
         cvar.set("creator")
-        a, b = tcp_pair()
+        tr, proto, b = await connect_seen(loop)
         with b:
-            tr, proto = await loop.create_connection(Seen, sock=a)
-            await wait_for("connection_made", lambda: proto.seen)
             b.send(b"one")
             await wait_for("data", lambda: "data_received" in proto.seen)
             b.send(b"two")
@@ -99,10 +106,8 @@ def test_stream_callbacks_see_the_creators_context(loop):
 
 def test_connection_lost_runs_in_a_copy_of_the_closers_context(loop):
     async def main():
-        a, b = tcp_pair()
+        tr, proto, b = await connect_seen(loop)
         with b:
-            tr, proto = await loop.create_connection(Seen, sock=a)
-            await wait_for("connection_made", lambda: proto.seen)
 
             async def closer():
                 cvar.set("closer")
@@ -121,10 +126,8 @@ def test_connection_lost_runs_in_a_copy_of_the_closers_context(loop):
 def test_resume_reading_renews_the_reading_context(loop):
     async def main():
         cvar.set("creator")
-        a, b = tcp_pair()
+        tr, proto, b = await connect_seen(loop)
         with b:
-            tr, proto = await loop.create_connection(Seen, sock=a)
-            await wait_for("connection_made", lambda: proto.seen)
             tr.pause_reading()
 
             async def resumer():
@@ -145,10 +148,8 @@ def test_flow_control_callbacks_context(loop):
     """pause_writing() runs inside write(), in the writer's context;
     resume_writing() in a copy of the context that started the wait."""
     async def main():
-        a, b = tcp_pair()
+        tr, proto, b = await connect_seen(loop)
         with b:
-            tr, proto = await loop.create_connection(Seen, sock=a)
-            await wait_for("connection_made", lambda: proto.seen)
             tr.set_write_buffer_limits(high=1024, low=0)
 
             async def writer():
