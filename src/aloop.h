@@ -31,6 +31,8 @@
 /* Readiness bits, the same values as selectors.EVENT_READ/EVENT_WRITE. */
 #define ALOOP_READ 1u
 #define ALOOP_WRITE 2u
+/* Poller flag: the registration disarms itself after reporting an event. */
+#define ALOOP_ONESHOT 4u
 
 /* The transports' recv() size (their max_size), and the size of the
  * per-loop scratch buffer they read into. */
@@ -314,16 +316,27 @@ aloop_poller_wait(aloop_poller *p, aloop_poll_event *out, int max,
 /* --------------------------------------------------------------- fdtable.c
  * fd -> reader/writer.  A watcher is a Python Handle (fn == NULL) or an
  * internal callback fn(loop, obj, events).  The table owns one reference
- * to each non-NULL obj.  `mask` is what the poller currently has. */
+ * to each non-NULL obj.
+ *
+ * `mask` is what the fd is registered for, as a selector reports it: the
+ * directions with a watcher.  `armed` is what the poller will report now.
+ * They differ only for a oneshot registration (every watcher on the fd is
+ * oneshot: the sock_* operations), which the poller disarms after each
+ * event; it then stays in the poller, disarmed (`in_poller`), so that the
+ * next wait costs one modify instead of an add now and a remove later. */
 typedef struct {
     PyObject *obj;
     aloop_event_fn fn;
+    bool oneshot; /* fine with a registration that disarms after an event */
 } aloop_watcher;
 
 typedef struct {
     aloop_watcher reader;
     aloop_watcher writer;
-    uint32_t mask;
+    uint32_t mask;  /* ALOOP_READ/WRITE with a watcher */
+    uint32_t armed; /* ALOOP_READ/WRITE the poller reports now */
+    bool oneshot;   /* the poller's registration is ALOOP_ONESHOT */
+    bool in_poller; /* the poller holds a registration, maybe disarmed */
 } aloop_fdslot;
 
 typedef struct {
@@ -425,6 +438,16 @@ aloop_loop_report_exception(LoopObj *loop, const char *message);
 int
 aloop_loop_set_watcher(LoopObj *loop, int fd, uint32_t which, PyObject *obj,
                        aloop_event_fn fn, PyObject **old);
+/* The same for an internal watcher that is called once per wait.  When
+ * called it must remove itself or, to wait on, call aloop_loop_rearm():
+ * either re-arms the poller for the fd's other watcher too. */
+int
+aloop_loop_set_oneshot_watcher(LoopObj *loop, int fd, uint32_t which,
+                               PyObject *obj, aloop_event_fn fn,
+                               PyObject **old);
+/* Arm the poller again for the fd's watchers; 0 or -errno. */
+int
+aloop_loop_rearm(LoopObj *loop, int fd);
 void
 aloop_loop_wakeup(LoopObj *loop);
 PyObject *

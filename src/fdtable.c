@@ -2,9 +2,10 @@
  *
  * The table grows on demand (only for fds that are open) and owns one
  * reference to each watcher's obj.
- * `mask` mirrors what the poller has registered for the fd, so the loop
- * calls the poller only when the mask changes.  Pure C: no Python calls
- * except the decrefs in clear(), which first detach the slots.
+ * A slot's `armed`, `oneshot` and `in_poller` mirror the poller's
+ * registration, so the loop calls the poller only when it must change
+ * (loop_sync_slot in loop.c).  Pure C: no Python calls except the decrefs
+ * in clear(), which first detach the slots.
  */
 #include <errno.h>
 #include <fcntl.h>

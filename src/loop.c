@@ -207,9 +207,54 @@ loop_drain_wakeup(LoopObj *loop)
     loop->wakeup_pending = false;
 }
 
-int
-aloop_loop_set_watcher(LoopObj *loop, int fd, uint32_t which, PyObject *obj,
-                       aloop_event_fn fn, PyObject **old)
+/* Make the poller's registration of `fd` match its watchers; 0 or -errno
+ * (the slot then keeps its previous state). */
+static int
+loop_sync_slot(LoopObj *loop, int fd, aloop_fdslot *slot)
+{
+    const aloop_watcher *r = &slot->reader, *w = &slot->writer;
+    bool has_r = r->obj || r->fn, has_w = w->obj || w->fn;
+    uint32_t mask = (has_r ? ALOOP_READ : 0) | (has_w ? ALOOP_WRITE : 0);
+    bool oneshot = mask && (!has_r || r->oneshot) && (!has_w || w->oneshot);
+    /* No poller call when nothing changes, nor when a disarmed oneshot
+     * registration loses its last watcher: it stays, parked. */
+    if (mask != slot->armed || (mask && oneshot != slot->oneshot)) {
+        aloop_poller *p = &loop->poller;
+        if (mask == 0) {
+            /* The fd may already be closed: the kernel dropped it then. */
+            (void)aloop_poller_remove(p, fd);
+            slot->in_poller = false;
+        } else {
+            uint32_t flags = mask | (oneshot ? ALOOP_ONESHOT : 0);
+            int rc;
+            if (slot->in_poller) {
+                /* ENOENT: the fd was closed, its number reused */
+                rc = aloop_poller_modify(p, fd, flags);
+                if (rc == -ENOENT) {
+                    rc = aloop_poller_add(p, fd, flags);
+                }
+            } else {
+                rc = aloop_poller_add(p, fd, flags);
+                if (rc == -EEXIST) {
+                    rc = aloop_poller_modify(p, fd, flags);
+                }
+            }
+            if (rc < 0) {
+                return rc;
+            }
+            slot->in_poller = true;
+        }
+        slot->armed = mask;
+        slot->oneshot = oneshot;
+    }
+    loop->fds.nregistered += (mask != 0) - (slot->mask != 0);
+    slot->mask = mask;
+    return 0;
+}
+
+static int
+loop_set_watcher(LoopObj *loop, int fd, uint32_t which, PyObject *obj,
+                 aloop_event_fn fn, bool oneshot, PyObject **old)
 {
     *old = NULL;
     errno = 0;
@@ -224,31 +269,37 @@ aloop_loop_set_watcher(LoopObj *loop, int fd, uint32_t which, PyObject *obj,
     aloop_watcher prev = *w;
     w->obj = Py_XNewRef(obj);
     w->fn = fn;
-    uint32_t mask = ((slot->reader.obj || slot->reader.fn) ? ALOOP_READ : 0) |
-                    ((slot->writer.obj || slot->writer.fn) ? ALOOP_WRITE : 0);
-    int rc = 0;
-    if (mask != slot->mask) {
-        if (slot->mask == 0) {
-            rc = aloop_poller_add(&loop->poller, fd, mask);
-        } else if (mask == 0) {
-            /* The fd may already be closed: the kernel dropped it then. */
-            (void)aloop_poller_remove(&loop->poller, fd);
-        } else {
-            rc = aloop_poller_modify(&loop->poller, fd, mask);
-            if (rc == -ENOENT) {
-                rc = aloop_poller_add(&loop->poller, fd, mask);
-            }
-        }
-        if (rc < 0) {
-            Py_XDECREF(w->obj); /* ours: no Python code can run here */
-            *w = prev;
-            return rc;
-        }
-        loop->fds.nregistered += (mask != 0) - (slot->mask != 0);
-        slot->mask = mask;
+    w->oneshot = oneshot;
+    int rc = loop_sync_slot(loop, fd, slot);
+    if (rc < 0) {
+        Py_XDECREF(w->obj); /* ours: no Python code can run here */
+        *w = prev;
+        return rc;
     }
     *old = prev.obj;
     return 0;
+}
+
+int
+aloop_loop_set_watcher(LoopObj *loop, int fd, uint32_t which, PyObject *obj,
+                       aloop_event_fn fn, PyObject **old)
+{
+    return loop_set_watcher(loop, fd, which, obj, fn, false, old);
+}
+
+int
+aloop_loop_set_oneshot_watcher(LoopObj *loop, int fd, uint32_t which,
+                               PyObject *obj, aloop_event_fn fn,
+                               PyObject **old)
+{
+    return loop_set_watcher(loop, fd, which, obj, fn, true, old);
+}
+
+int
+aloop_loop_rearm(LoopObj *loop, int fd)
+{
+    aloop_fdslot *slot = aloop_fdtable_get(&loop->fds, fd);
+    return slot ? loop_sync_slot(loop, fd, slot) : 0;
 }
 
 /* -------------------------------------------------------------- run loop */
@@ -339,7 +390,13 @@ loop_process_events(LoopObj *loop, int n)
         if (slot == NULL) {
             continue;
         }
-        uint32_t ev = loop->events[i].events & slot->mask;
+        uint32_t ev = loop->events[i].events & slot->armed;
+        if (ev && slot->oneshot) {
+            /* The kernel disarmed it.  Each oneshot watcher, when it runs,
+             * removes itself or re-arms (and so re-arms the other
+             * direction's watcher, if any). */
+            slot->armed = 0;
+        }
         if ((ev & ALOOP_READ) &&
             loop_queue_watcher(loop, &slot->reader, ALOOP_READ) < 0) {
             return -1;

@@ -38,7 +38,8 @@ poller_ctl(aloop_poller *p, int op, int fd, uint32_t mask)
 {
     struct epoll_event ev = {0};
     ev.events = ((mask & ALOOP_READ) ? EPOLLIN : 0) |
-                ((mask & ALOOP_WRITE) ? EPOLLOUT : 0);
+                ((mask & ALOOP_WRITE) ? EPOLLOUT : 0) |
+                ((mask & ALOOP_ONESHOT) ? EPOLLONESHOT : 0);
     ev.data.fd = fd;
     return epoll_ctl(p->epfd, op, fd, &ev) < 0 ? -errno : 0;
 }

@@ -8,11 +8,13 @@
  * the result is returned without a Future or the poller.  On EAGAIN the
  * fd must not belong to a live transport; the op then registers itself as
  * the fd's internal reader or writer, yields a Future, and retries the
- * call when the fd is ready.  The watcher is removed as soon as the op
+ * call when the fd is ready.  The watcher is oneshot: the poller disarms
+ * it after one event and keeps the fd, so a wait costs one epoll_ctl
+ * instead of an add and a remove.  It is removed as soon as the op
  * completes, and on throw()/close()/dealloc, which is how cancellation
  * reaches it, so no data is consumed by a cancelled op.  A second op on
- * the same fd replaces the first one's watcher, as _add_reader does in the
- * stdlib (the first then waits until cancelled).
+ * the same fd replaces the first one's watcher, as _add_reader does in
+ * the stdlib (the first then waits until cancelled).
  *
  * Plain socket.socket objects use recv/recv_into/send on the fd directly;
  * anything else (and every address-carrying call) goes through the
@@ -414,7 +416,12 @@ sockop_ready(LoopObj *loop, PyObject *owner, uint32_t events)
     PyObject *result = NULL;
     int rc = sockop_try(op, &result, true);
     if (rc == 0) {
-        return 0; /* spurious wakeup: wait again */
+        int err = aloop_loop_rearm(loop, op->fd);
+        if (err == 0) {
+            return 0; /* spurious wakeup: wait again */
+        }
+        aloop_errno_error(err);
+        rc = -1;
     }
     sockop_unregister(op);
     if (rc > 0) {
@@ -462,8 +469,8 @@ sockop_start_waiting(SockOpObj *op)
     }
     uint32_t which = sockop_is_write(op->kind) ? ALOOP_WRITE : ALOOP_READ;
     PyObject *old = NULL;
-    rc = aloop_loop_set_watcher(op->loop, fd, which, (PyObject *)op,
-                                sockop_ready, &old);
+    rc = aloop_loop_set_oneshot_watcher(op->loop, fd, which, (PyObject *)op,
+                                        sockop_ready, &old);
     if (rc < 0) {
         aloop_errno_error(rc);
         return -1;

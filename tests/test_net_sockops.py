@@ -758,6 +758,138 @@ def test_many_sockets_at_once(loop):
     run(loop, main())
 
 
+# ------------------------------------- the registration an operation leaves
+# aloop keeps a finished operation's fd in epoll, disarmed (EPOLLONESHOT),
+# so the next wait is one epoll_ctl.  Whatever happens to the fd in between
+# must behave as after the stdlib's remove_reader().
+
+
+async def received_after_waiting(loop, sock, peer, data):
+    """sock_recv() on `sock` waits (nothing is queued), then gets `data`."""
+    task = await pending(asyncio.ensure_future(loop.sock_recv(sock, 100)))
+    peer.send(data)
+    assert await asyncio.wait_for(task, 30) == data
+
+
+def test_sock_recv_on_a_reused_fd_number(loop):
+    """An fd number closed after a wait and reused by a new socket gets its
+    own registration, whether the old socket's file is gone or still open
+    through a dup()."""
+    async def main():
+        a, b = tcp_pair()
+        await received_after_waiting(loop, a, b, b"first")
+        number = a.fileno()
+        old = a.dup()  # the old file stays open under another number
+        a.close()
+        lsock = other = None
+        new = socket.socket()  # POSIX: the lowest free number
+        lsock = listener()
+        try:
+            assert new.fileno() == number
+            new.connect(lsock.getsockname())
+            other, _ = lsock.accept()
+            lsock.close()
+            new.setblocking(False)
+            other.setblocking(False)
+            b.send(b"to the old file")
+            await received_after_waiting(loop, new, other, b"second")
+            assert old.recv(100) == b"to the old file"
+            old.close()
+            b.close()
+            new_again = other.dup()
+            other.close()
+            await received_after_waiting(loop, new, new_again, b"third")
+            new_again.close()
+        finally:
+            for s in (old, b, lsock, new, other):
+                if s is not None:
+                    s.close()
+
+    run(loop, main())
+
+
+def test_closed_fd_with_data_does_not_wake_the_loop(loop):
+    """Data for a socket that waited, was dup()ed and closed, keeps no
+    registration busy: the loop sleeps instead of spinning."""
+    import time
+
+    async def main():
+        a, b = tcp_pair()
+        await received_after_waiting(loop, a, b, b"x")
+        old = a.dup()
+        a.close()
+        try:
+            b.send(b"unread")
+            cpu, wall = time.process_time(), time.monotonic()
+            await asyncio.sleep(0.3)
+            cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+            assert cpu < wall / 2, (cpu, wall)
+        finally:
+            old.close()
+            b.close()
+
+    run(loop, main())
+
+
+def test_transport_and_add_reader_after_sock_recv_waited(loop):
+    """A socket whose sock_recv() waited can then be read with add_reader()
+    and be handed to a transport."""
+    async def main():
+        a, b = tcp_pair()
+        try:
+            await received_after_waiting(loop, a, b, b"op")
+            got = loop.create_future()
+            loop.add_reader(a, lambda: got.set_result(a.recv(100)))
+            b.send(b"reader")
+            assert await asyncio.wait_for(got, 30) == b"reader"
+            assert loop.remove_reader(a)
+            await received_after_waiting(loop, a, b, b"op again")
+            tr, proto = await loop.connect_accepted_socket(
+                RecordingProtocol, a)
+            b.send(b"transport")
+            await proto.wait_bytes(len(b"transport"))
+            assert bytes(proto.data) == b"transport"
+            tr.close()
+        finally:
+            a.close()
+            b.close()
+
+    run(loop, main())
+
+
+def test_sock_recv_waits_again_after_a_spurious_wakeup(loop, pair):
+    """The fd became readable, but a callback that ran first took the data:
+    the operation goes on waiting and gets the next data."""
+    a, b = pair
+
+    async def main():
+        task = await pending(asyncio.ensure_future(loop.sock_recv(a, 100)))
+        stolen = []
+        b.send(b"taken")
+        # Queued before the poll that reports the data: runs before the
+        # operation's retry.
+        loop.call_soon(lambda: stolen.append(a.recv(100)))
+        await spin(loop, 5)
+        assert stolen == [b"taken"]
+        assert not task.done()
+        b.send(b"kept")
+        assert await asyncio.wait_for(task, 30) == b"kept"
+
+    run(loop, main())
+
+
+def test_sock_recv_after_a_cancelled_one(loop, pair):
+    a, b = pair
+
+    async def main():
+        await received_after_waiting(loop, a, b, b"one")
+        await cancelled(await pending(
+            asyncio.ensure_future(loop.sock_recv(a, 100))))
+        await received_after_waiting(loop, a, b, b"two")
+
+    run(loop, main())
+
+
 # ------------------------------------------------------ refused operations
 
 
