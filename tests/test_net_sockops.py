@@ -8,6 +8,7 @@ import io
 import os
 import socket
 import ssl
+import time
 
 import pytest
 
@@ -773,37 +774,31 @@ async def received_after_waiting(loop, sock, peer, data):
 
 def test_sock_recv_on_a_reused_fd_number(loop):
     """An fd number closed after a wait and reused by a new socket gets its
-    own registration, whether the old socket's file is gone or still open
-    through a dup()."""
+    own registration, also while the old socket's file stays open through
+    a dup(); data for the old file wakes nothing."""
     async def main():
         a, b = tcp_pair()
         await received_after_waiting(loop, a, b, b"first")
         number = a.fileno()
-        old = a.dup()  # the old file stays open under another number
+        old = a.dup()
         a.close()
-        lsock = other = None
         new = socket.socket()  # POSIX: the lowest free number
-        lsock = listener()
+        socks = [old, b, new]
         try:
             assert new.fileno() == number
-            new.connect(lsock.getsockname())
-            other, _ = lsock.accept()
-            lsock.close()
+            with listener() as lsock:
+                new.connect(lsock.getsockname())
+                lsock.settimeout(30)
+                other, _ = lsock.accept()
+            socks.append(other)
             new.setblocking(False)
             other.setblocking(False)
             b.send(b"to the old file")
             await received_after_waiting(loop, new, other, b"second")
             assert old.recv(100) == b"to the old file"
-            old.close()
-            b.close()
-            new_again = other.dup()
-            other.close()
-            await received_after_waiting(loop, new, new_again, b"third")
-            new_again.close()
         finally:
-            for s in (old, b, lsock, new, other):
-                if s is not None:
-                    s.close()
+            for s in socks:
+                s.close()
 
     run(loop, main())
 
@@ -811,8 +806,6 @@ def test_sock_recv_on_a_reused_fd_number(loop):
 def test_closed_fd_with_data_does_not_wake_the_loop(loop):
     """Data for a socket that waited, was dup()ed and closed, keeps no
     registration busy: the loop sleeps instead of spinning."""
-    import time
-
     async def main():
         a, b = tcp_pair()
         await received_after_waiting(loop, a, b, b"x")
