@@ -2,7 +2,7 @@
 
     python -m benchmarks.net.count --loop aloop --mode protocol
         [--client echo|churn] [--size 1024] [--conns 10] [--requests N]
-        [--unix] [--callgrind]
+        [--unix] [--callgrind | --syscalls]
 
 Runs one echo server mode of servers.py in this process and the C load
 generator with a fixed request count (connections for --client churn), then
@@ -18,6 +18,13 @@ process: the load generator is not traced), with N and 3N requests, and
 prints the difference in instructions divided by 2N: the user-space
 instructions per request, without start-up costs.  Instruction counts are
 stable on a noisy machine where CPU time is not.
+
+--syscalls does the same under `perf stat --no-inherit` with the syscall
+tracepoints (root, or perf_event_paranoid <= -1): the system calls this
+process makes per request, by name.  Together with --callgrind this is the
+work a loop does per request, free of the timer and idle effects that make
+CPU time at one connection on a VM a poor measure (README.md, "Reading the
+numbers").
 """
 
 import argparse
@@ -79,15 +86,58 @@ async def serve_and_load(args, loadgen):
     sys.stdout.flush()
 
 
+def _self_command(argv, requests):
+    return [sys.executable, "-m", "benchmarks.net.count", *argv,
+            "--requests", str(requests)]
+
+
 def callgrind_instructions(argv, requests):
+    """{"instructions": n} for one run of this tool under callgrind."""
     cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-           sys.executable, "-m", "benchmarks.net.count", *argv,
-           "--requests", str(requests)]
+           *_self_command(argv, requests)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     m = re.search(r"refs:\s+([\d,]+)", proc.stderr)
     if proc.returncode != 0 or m is None:
         raise SystemExit(f"valgrind failed:\n{proc.stderr[-2000:]}")
-    return int(m.group(1).replace(",", ""))
+    return {"instructions": int(m.group(1).replace(",", ""))}
+
+
+# The calls an echo or churn server makes; anything else shows up in "all".
+SYSCALLS = ("recvfrom", "recvmsg", "read", "readv", "sendto", "sendmsg",
+            "write", "writev", "epoll_wait", "epoll_pwait", "epoll_pwait2",
+            "epoll_ctl", "ioctl", "accept4", "close", "shutdown",
+            "setsockopt", "getsockopt", "getsockname", "getpeername",
+            "brk", "mmap", "munmap", "madvise")
+
+
+def perf_syscalls(argv, requests):
+    """{name: count} of this process's system calls for one run of this
+    tool (the load generator, a child, is not counted)."""
+    events = ["raw_syscalls:sys_enter"] + [
+        f"syscalls:sys_enter_{name}" for name in SYSCALLS]
+    with tempfile.NamedTemporaryFile("r", suffix=".perf") as out:
+        cmd = ["perf", "stat", "--no-inherit", "-x,", "-o", out.name,
+               "-e", ",".join(events), "--", *_self_command(argv, requests)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        counts = {}
+        for line in out.read().splitlines():
+            fields = line.split(",")
+            if len(fields) > 2 and fields[0].isdigit():
+                name = fields[2].rpartition(":")[2]
+                counts["all" if name == "sys_enter" else
+                       name.removeprefix("sys_enter_")] = int(fields[0])
+    if proc.returncode != 0 or "all" not in counts:
+        raise SystemExit(f"perf stat failed (are the syscall tracepoints "
+                         f"readable?):\n{proc.stderr[-2000:]}")
+    return counts
+
+
+def per_request_difference(measure, argv, requests):
+    """measure() at N and at 3N requests: the difference over 2N, which
+    leaves out start-up and teardown."""
+    low = measure(argv, requests)
+    high = measure(argv, 3 * requests)
+    return {k: (high[k] - low.get(k, 0)) / (2 * requests) for k in high}
 
 
 def parse_args(argv):
@@ -100,8 +150,11 @@ def parse_args(argv):
     p.add_argument("--conns", type=int, default=10)
     p.add_argument("--requests", type=int, default=100_000)
     p.add_argument("--unix", action="store_true")
-    p.add_argument("--callgrind", action="store_true",
-                   help="user-space instructions per request (valgrind)")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--callgrind", action="store_true",
+                     help="user-space instructions per request (valgrind)")
+    how.add_argument("--syscalls", action="store_true",
+                     help="system calls per request (perf stat)")
     args = p.parse_args(argv)
     if args.requests < 1 or args.size < 1 or args.conns < 1:
         p.error("--requests, --size and --conns must be positive")
@@ -113,15 +166,19 @@ def parse_args(argv):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    if args.callgrind:
-        # argparse keeps the last --requests: the one appended below
-        rest = [a for a in argv if a != "--callgrind"]
-        low = callgrind_instructions(rest, args.requests)
-        high = callgrind_instructions(rest, 3 * args.requests)
+    if args.callgrind or args.syscalls:
+        # argparse keeps the last --requests: the one appended by measure
+        rest = [a for a in argv if a not in ("--callgrind", "--syscalls")]
+        measure = callgrind_instructions if args.callgrind else perf_syscalls
+        per = per_request_difference(measure, rest, args.requests)
+        what = ", ".join(f"{k} {v:.2f}" for k, v in per.items()
+                         if k == "all" or v >= 0.005)
+        if args.callgrind:
+            what = f"{per['instructions']:.0f} instructions"
         print(f"{args.loop} {args.mode} {args.client} size={args.size} "
-              f"conns={args.conns}: "
-              f"{(high - low) / (2 * args.requests):.0f} instructions per "
-              f"request (callgrind, {args.requests} vs "
+              f"conns={args.conns}: {what} per request "
+              f"({'callgrind' if args.callgrind else 'perf stat'}, "
+              f"{args.requests} vs "
               f"{3 * args.requests} requests)")
         return
     loadgen = cbuild.build("loadgen")
