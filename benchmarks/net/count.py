@@ -171,10 +171,11 @@ def main(argv=None):
         rest = [a for a in argv if a not in ("--callgrind", "--syscalls")]
         measure = callgrind_instructions if args.callgrind else perf_syscalls
         per = per_request_difference(measure, rest, args.requests)
-        what = ", ".join(f"{k} {v:.2f}" for k, v in per.items()
-                         if k == "all" or v >= 0.005)
         if args.callgrind:
             what = f"{per['instructions']:.0f} instructions"
+        else:
+            what = ", ".join(f"{k} {v:.2f}" for k, v in per.items()
+                             if k == "all" or v >= 0.005)
         print(f"{args.loop} {args.mode} {args.client} size={args.size} "
               f"conns={args.conns}: {what} per request "
               f"({'callgrind' if args.callgrind else 'perf stat'}, "
