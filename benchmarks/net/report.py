@@ -110,7 +110,16 @@ def render_targets(checks):
         lines.append(f"  {status:7}  {target}: {met}/{len(cs)} cells")
         for c in cs:
             if not c.met:
-                lines.append(f"             {c.cell}: {c.value:.2f}x")
+                raw = ""
+                if c.raw is not None:
+                    too = "" if c.raw_met else ", misses too"
+                    raw = f" (raw C server {c.raw:.2f}x{too})"
+                lines.append(f"             {c.cell}: {c.value:.2f}x{raw}")
+    misses = [c for c in checks if not c.met and c.raw is not None]
+    if misses:
+        both = sum(not c.raw_met for c in misses)
+        lines.append(f"  of the {len(misses)} missed checks with a raw C "
+                     f"server measurement, the raw server misses {both} too")
     return "\n".join(lines)
 
 
