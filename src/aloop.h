@@ -434,7 +434,9 @@ int
 aloop_loop_report_exception(LoopObj *loop, const char *message);
 /* Add/remove an internal watcher (fn != NULL) or a Handle (fn == NULL).
  * Take a new reference to obj; the replaced watcher is returned as a new
- * reference in *old (may be NULL). */
+ * reference in *old (may be NULL).  -errno if the poller refused: an
+ * addition is then undone (*old NULL), but a removal stands (*old set)
+ * and also drops the fd's other watcher, as the stdlib's selector does. */
 int
 aloop_loop_set_watcher(LoopObj *loop, int fd, uint32_t which, PyObject *obj,
                        aloop_event_fn fn, PyObject **old);

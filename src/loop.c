@@ -207,13 +207,29 @@ loop_drain_wakeup(LoopObj *loop)
     loop->wakeup_pending = false;
 }
 
+static bool
+watcher_set(const aloop_watcher *w)
+{
+    return w->obj || w->fn;
+}
+
+/* Record the directions of the slot's watchers as its mask. */
+static void
+loop_note_mask(LoopObj *loop, aloop_fdslot *slot)
+{
+    uint32_t mask = (watcher_set(&slot->reader) ? ALOOP_READ : 0) |
+                    (watcher_set(&slot->writer) ? ALOOP_WRITE : 0);
+    loop->fds.nregistered += (mask != 0) - (slot->mask != 0);
+    slot->mask = mask;
+}
+
 /* Make the poller's registration of `fd` match its watchers; 0 or -errno
  * (the slot then keeps its previous state). */
 static int
 loop_sync_slot(LoopObj *loop, int fd, aloop_fdslot *slot)
 {
     const aloop_watcher *r = &slot->reader, *w = &slot->writer;
-    bool has_r = r->obj || r->fn, has_w = w->obj || w->fn;
+    bool has_r = watcher_set(r), has_w = watcher_set(w);
     uint32_t mask = (has_r ? ALOOP_READ : 0) | (has_w ? ALOOP_WRITE : 0);
     bool oneshot = mask && (!has_r || r->oneshot) && (!has_w || w->oneshot);
     /* No poller call when nothing changes, nor when a disarmed oneshot
@@ -247,9 +263,29 @@ loop_sync_slot(LoopObj *loop, int fd, aloop_fdslot *slot)
         slot->armed = mask;
         slot->oneshot = oneshot;
     }
-    loop->fds.nregistered += (mask != 0) - (slot->mask != 0);
-    slot->mask = mask;
+    loop_note_mask(loop, slot);
     return 0;
+}
+
+/* A removal whose poller call failed (the fd was closed: EBADF) happens
+ * all the same, and, as in the stdlib, whose selector unregisters the key
+ * when modify() fails, the other direction's watcher goes too: it is
+ * returned, to be released once the slot is consistent.  The poller's
+ * registration is forgotten, so the next watcher on this fd number starts
+ * with an ADD. */
+static PyObject *
+loop_forget_registration(LoopObj *loop, int fd, aloop_fdslot *slot)
+{
+    (void)aloop_poller_remove(&loop->poller, fd);
+    slot->in_poller = false;
+    slot->armed = 0;
+    slot->oneshot = false;
+    aloop_watcher *other =
+        watcher_set(&slot->reader) ? &slot->reader : &slot->writer;
+    PyObject *obj = other->obj;
+    *other = (aloop_watcher){0};
+    loop_note_mask(loop, slot);
+    return obj;
 }
 
 static int
@@ -271,13 +307,17 @@ loop_set_watcher(LoopObj *loop, int fd, uint32_t which, PyObject *obj,
     w->fn = fn;
     w->oneshot = oneshot;
     int rc = loop_sync_slot(loop, fd, slot);
-    if (rc < 0) {
+    PyObject *dropped = NULL;
+    if (rc < 0 && !watcher_set(w)) {
+        dropped = loop_forget_registration(loop, fd, slot);
+    } else if (rc < 0) {
         Py_XDECREF(w->obj); /* ours: no Python code can run here */
         *w = prev;
         return rc;
     }
     *old = prev.obj;
-    return 0;
+    Py_XDECREF(dropped); /* last: it may run Python code */
+    return rc;
 }
 
 int

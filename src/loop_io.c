@@ -253,6 +253,9 @@ loop_io_remove(LoopObj *self, uint32_t which, PyObject *fileobj)
     PyObject *old = NULL;
     int rc = aloop_loop_set_watcher(self, fd, which, NULL, NULL, &old);
     if (rc < 0) {
+        /* Removed all the same; the stdlib's modify() raises before it
+         * cancels the handle. */
+        Py_XDECREF(old);
         return aloop_errno_error(rc);
     }
     if (old == NULL) {

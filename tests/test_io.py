@@ -1,5 +1,6 @@
 """add_reader / add_writer / remove_reader / remove_writer."""
 
+import errno
 import os
 import socket
 
@@ -49,6 +50,15 @@ def wait_for_calls(loop, calls, n=1, timeout=10):
         loop.call_later(0.005, loop.stop)
         loop.run_forever()
     assert len(calls) >= n, calls
+
+
+def assert_reader_called(loop, sock, peer):
+    """A reader on `sock` is called once `peer` sends, and then removed."""
+    calls = []
+    loop.add_reader(sock, calls.append, "r")
+    peer.send(b"x")
+    wait_for_calls(loop, calls)
+    assert loop.remove_reader(sock) is True
 
 
 # ------------------------------------------------------------ return values
@@ -379,11 +389,7 @@ def test_reregister_after_fd_reuse(loop):
     for _ in range(20):
         a, b = socket.socketpair()
         try:
-            calls = []
-            loop.add_reader(a, calls.append, "r")
-            b.send(b"x")
-            wait_for_calls(loop, calls)
-            assert loop.remove_reader(a) is True
+            assert_reader_called(loop, a, b)
         finally:
             a.close()
             b.close()
@@ -401,6 +407,33 @@ def test_remove_reader_after_fd_closed(loop):
         assert loop.remove_reader(fd) is False
     finally:
         b.close()
+
+
+@pytest.mark.parametrize("first", ["reader", "writer"])
+def test_remove_one_direction_after_fd_closed(loop, first):
+    # With both directions registered, removing one of a closed fd must
+    # change the poller's registration, which fails: as the selector does,
+    # the loop raises that OSError and forgets the fd, other direction
+    # included, so a new socket on the same number starts afresh.
+    second = "writer" if first == "reader" else "reader"
+    a, b = socket.socketpair()
+    fd = a.fileno()
+    loop.add_reader(fd, lambda: None)
+    loop.add_writer(fd, lambda: None)
+    a.close()
+    b.close()
+    with pytest.raises(OSError) as e:
+        getattr(loop, f"remove_{first}")(fd)
+    assert e.value.errno == errno.EBADF
+    assert getattr(loop, f"remove_{second}")(fd) is False
+    assert getattr(loop, f"remove_{first}")(fd) is False
+    c, d = socket.socketpair()
+    try:
+        assert c.fileno() == fd
+        assert_reader_called(loop, c, d)
+    finally:
+        c.close()
+        d.close()
 
 
 @pytest.mark.parametrize("kind", ["reader", "writer"])

@@ -883,6 +883,37 @@ def test_sock_recv_after_a_cancelled_one(loop, pair):
     run(loop, main())
 
 
+def test_sock_recv_on_a_reused_fd_number_after_closed_waits(loop):
+    """A socket with a sock_recv and a sock_sendall waiting is closed, then
+    both are cancelled (the stdlib reports the EBADF of removing the first
+    while the second is registered).  A new socket on the same fd number
+    gets its own registration: its sock_recv receives."""
+    errors = []
+    loop.set_exception_handler(lambda loop, context: errors.append(context))
+
+    async def main():
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        number = a.fileno()
+        recv = await pending(asyncio.ensure_future(loop.sock_recv(a, 100)))
+        send = await pending(
+            asyncio.ensure_future(loop.sock_sendall(a, b"x" * BIG)))
+        a.close()
+        for task in (recv, send):
+            await cancelled(task)
+        c, d = socket.socketpair()
+        socks = [b, c, d]
+        try:
+            assert c.fileno() == number
+            c.setblocking(False)
+            await received_after_waiting(loop, c, d, b"hello")
+        finally:
+            for sock in socks:
+                sock.close()
+
+    run(loop, main())
+
+
 # ------------------------------------------------------ refused operations
 
 
