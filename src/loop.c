@@ -213,12 +213,10 @@ watcher_set(const aloop_watcher *w)
     return w->obj || w->fn;
 }
 
-/* Record the directions of the slot's watchers as its mask. */
+/* Record `mask`, the directions of the slot's watchers. */
 static void
-loop_note_mask(LoopObj *loop, aloop_fdslot *slot)
+loop_note_mask(LoopObj *loop, aloop_fdslot *slot, uint32_t mask)
 {
-    uint32_t mask = (watcher_set(&slot->reader) ? ALOOP_READ : 0) |
-                    (watcher_set(&slot->writer) ? ALOOP_WRITE : 0);
     loop->fds.nregistered += (mask != 0) - (slot->mask != 0);
     slot->mask = mask;
 }
@@ -263,7 +261,7 @@ loop_sync_slot(LoopObj *loop, int fd, aloop_fdslot *slot)
         slot->armed = mask;
         slot->oneshot = oneshot;
     }
-    loop_note_mask(loop, slot);
+    loop_note_mask(loop, slot, mask);
     return 0;
 }
 
@@ -284,7 +282,7 @@ loop_forget_registration(LoopObj *loop, int fd, aloop_fdslot *slot)
         watcher_set(&slot->reader) ? &slot->reader : &slot->writer;
     PyObject *obj = other->obj;
     *other = (aloop_watcher){0};
-    loop_note_mask(loop, slot);
+    loop_note_mask(loop, slot, 0);
     return obj;
 }
 
