@@ -888,8 +888,8 @@ def test_sock_recv_on_a_reused_fd_number_after_closed_waits(loop):
     both are cancelled (the stdlib reports the EBADF of removing the first
     while the second is registered).  A new socket on the same fd number
     gets its own registration: its sock_recv receives."""
-    errors = []
-    loop.set_exception_handler(lambda loop, context: errors.append(context))
+    # Keeps the stdlib's EBADF report out of the log; it is not the subject.
+    loop.set_exception_handler(lambda loop, context: None)
 
     async def main():
         a, b = socket.socketpair()
