@@ -145,7 +145,9 @@ typedef struct {
     PyObject *str_run;
     PyObject *str_cancelled_attr; /* "_cancelled" */
     PyObject *str_time;           /* "time" */
-    PyObject *loop_time_method;   /* _core.Loop.time, the C clock */
+    PyObject *str_create_future;  /* "create_future" */
+    PyObject *hook_names;         /* loopclass.c: the hooks' names, */
+    PyObject *hook_defaults;      /* and aloop.Loop's own attributes */
     PyObject *kwnames_loop;       /* ("loop",) */
     PyObject *kwnames_task;       /* ("loop", "name", "context") */
     PyObject *Task;               /* asyncio.tasks.Task */
@@ -377,11 +379,12 @@ struct LoopObj {
     char *read_buf; /* ALOOP_READ_BUF_SIZE scratch: use aloop_loop_read_buf */
     aloop_sockaddr_memo sockname_memo; /* transports' local addresses */
     Py_ssize_t sock_recv_last;         /* bytes the last sock_recv brought */
-    /* time() is overridden: by the class (valid while the type's version
-     * tag is time_type_tag) or by an instance attribute (mock.patch) */
-    unsigned int time_type_tag;
-    bool time_type_override;
-    bool time_attr_override;
+    /* loopclass.c: ALOOP_HOOK masks of the methods overridden by the
+     * class (valid while the type's version tag is class_tag) and by
+     * instance attributes (mock.patch.object) */
+    unsigned int class_tag;
+    unsigned int class_hooks;
+    unsigned int attr_hooks;
 
     int wakeup_fd; /* eventfd for call_soon_threadsafe */
     bool polling;  /* inside (or about to enter) the poller wait */
@@ -467,6 +470,37 @@ int
 aloop_loop_io_setup_types(PyObject *module, aloop_state *st);
 PyObject *
 aloop_loop_selector_view(LoopObj *loop); /* loop._selector */
+
+/* ------------------------------------------------------------- loopclass.c
+ * Loop methods the C paths bypass unless a subclass or an instance
+ * attribute overrides them. */
+enum {
+    ALOOP_HOOK_TIME,
+    ALOOP_HOOK_CREATE_FUTURE,
+    ALOOP_HOOK_ACCEPT_CONNECTION,
+    ALOOP_HOOK_ACCEPT_CONNECTION2,
+    ALOOP_HOOK_MAKE_SOCKET_TRANSPORT,
+    ALOOP_HOOK_COUNT
+};
+#define ALOOP_HOOK(h) (1u << (h))
+/* Whether any of `hooks` (a mask) is overridden: 1, 0, or -1. */
+int
+aloop_loop_overrides_recheck(LoopObj *loop, unsigned int hooks);
+static inline int
+aloop_loop_overrides(LoopObj *loop, unsigned int hooks)
+{
+    unsigned int tag = Py_TYPE(loop)->tp_version_tag;
+    if (tag == 0 || tag != loop->class_tag) {
+        return aloop_loop_overrides_recheck(loop, hooks);
+    }
+    return ((loop->class_hooks | loop->attr_hooks) & hooks) != 0;
+}
+/* From the loop's __setattr__/__delattr__: track instance overrides. */
+void
+aloop_loop_note_setattr(LoopObj *loop, PyObject *name, bool set);
+/* After LoopType exists: the hooks' names and aloop.Loop's defaults. */
+int
+aloop_loopclass_setup(aloop_state *st);
 
 /* ------------------------------------------------------------- sockclass.c
  * A socket.socket subclass that overrides one of `methods` (NULL-ended)

@@ -467,33 +467,15 @@ loop_drop_cancelled_timers(LoopObj *loop)
     }
 }
 
-/* Whether time() is overridden, by the loop's class (re-checked when the
- * type changes: its version tag) or by an instance attribute. */
-static bool
-loop_time_overridden(LoopObj *loop)
-{
-    PyTypeObject *tp = Py_TYPE(loop);
-    if (tp->tp_version_tag == 0 || tp->tp_version_tag != loop->time_type_tag) {
-        PyObject *m = PyObject_GetAttr((PyObject *)tp, loop->state->str_time);
-        if (m == NULL) {
-            PyErr_Clear(); /* no time at all: the C clock */
-        }
-        loop->time_type_override =
-            m != NULL && m != loop->state->loop_time_method;
-        Py_XDECREF(m);
-        loop->time_type_tag = tp->tp_version_tag;
-    }
-    return loop->time_attr_override || loop->time_type_override;
-}
-
 /* self.time(), as the stdlib's scheduler reads the clock: the C clock
  * unless time() is overridden (a virtual clock, a mock).  0 or -1. */
 static int
 loop_now(LoopObj *loop, double *now)
 {
-    if (!loop_time_overridden(loop)) {
+    int overridden = aloop_loop_overrides(loop, ALOOP_HOOK(ALOOP_HOOK_TIME));
+    if (overridden <= 0) {
         *now = aloop_loop_time();
-        return 0;
+        return overridden;
     }
     PyObject *r =
         PyObject_CallMethodNoArgs((PyObject *)loop, loop->state->str_time);
@@ -804,14 +786,13 @@ LoopObj_time(LoopObj *self, PyObject *Py_UNUSED(ignored))
 }
 
 /* loop.time = ... (mock.patch.object(loop, "time") does it): the
- * scheduler must then call it, as the stdlib's does. */
+ * scheduler must then call it, as the stdlib's does (loopclass.c). */
 static int
 LoopObj_setattro(LoopObj *self, PyObject *name, PyObject *value)
 {
     int rc = PyObject_GenericSetAttr((PyObject *)self, name, value);
-    if (rc == 0 && PyUnicode_Check(name) &&
-        PyUnicode_Compare(name, self->state->str_time) == 0) {
-        self->time_attr_override = value != NULL;
+    if (rc == 0) {
+        aloop_loop_note_setattr(self, name, value != NULL);
     }
     return rc;
 }
@@ -1579,9 +1560,7 @@ aloop_loop_setup_types(PyObject *module, aloop_state *st)
     if (st->LoopType == NULL) {
         return -1;
     }
-    st->loop_time_method =
-        PyObject_GetAttr((PyObject *)st->LoopType, st->str_time);
-    if (st->loop_time_method == NULL) {
+    if (aloop_loopclass_setup(st) < 0) {
         return -1;
     }
     return PyModule_AddObjectRef(module, "Loop", (PyObject *)st->LoopType);

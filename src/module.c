@@ -138,7 +138,9 @@ import_attr(const char *module, const char *name)
     X(str_run)                           \
     X(str_cancelled_attr)                \
     X(str_time)                          \
-    X(loop_time_method)                  \
+    X(str_create_future)                 \
+    X(hook_names)                        \
+    X(hook_defaults)                     \
     X(kwnames_loop)                      \
     X(kwnames_task)                      \
     X(Task)                              \
@@ -212,6 +214,7 @@ module_exec(PyObject *mod)
     INTERN(str_run, "_run")
     INTERN(str_cancelled_attr, "_cancelled")
     INTERN(str_time, "time")
+    INTERN(str_create_future, "create_future")
     INTERN(str_fileno, "fileno")
     INTERN(str_sockname, "sockname")
     INTERN(str_socket, "socket")

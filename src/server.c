@@ -8,12 +8,13 @@
  * CLOEXEC); for a plain connection it calls the protocol factory and
  * builds a StreamTransport at once (no coroutine, no Task); with SSL it
  * runs the stdlib's own _accept_connection2 coroutine in a Task, so the
- * sslproto pipeline is exactly the stdlib's.  Out of file descriptors or
- * memory (EMFILE, ENFILE, ENOBUFS, ENOMEM) it reports through the exception
- * handler, stops accepting and calls _start_serving again after
- * ACCEPT_RETRY_DELAY (1 s), as the stdlib does; established connections
- * are not affected.  Errors creating a connection's protocol or transport
- * are reported only in debug mode, like _accept_connection2.
+ * sslproto pipeline is exactly the stdlib's; so it does when the loop
+ * overrides _accept_connection2 or _make_socket_transport (loopclass.c).  Out
+ * of file descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM) it reports
+ * through the exception handler, stops accepting and calls _start_serving
+ * again after ACCEPT_RETRY_DELAY (1 s), as the stdlib does; established
+ * connections are not affected.  Errors creating a connection's protocol or
+ * transport are reported only in debug mode, like _accept_connection2.
  */
 #include <errno.h>
 #include <string.h>
@@ -123,8 +124,15 @@ acceptor_connection(LoopObj *loop, AcceptorObj *a, int cfd,
     if (extra == NULL) {
         goto fail;
     }
-    if (a->sslcontext != Py_None) {
-        /* The stdlib's coroutine, in a Task, builds the sslproto pipeline. */
+    rc = aloop_loop_overrides(
+        loop, ALOOP_HOOK(ALOOP_HOOK_ACCEPT_CONNECTION2) |
+                  ALOOP_HOOK(ALOOP_HOOK_MAKE_SOCKET_TRANSPORT));
+    if (rc < 0) {
+        goto fail;
+    }
+    if (a->sslcontext != Py_None || rc > 0) {
+        /* The stdlib's coroutine, in a Task, builds the sslproto pipeline
+         * or calls the overridden method. */
         PyObject *coro = PyObject_CallMethod(
             (PyObject *)loop, "_accept_connection2", "OOOOOOO",
             a->protocol_factory, conn, extra, a->sslcontext, a->server,
@@ -347,7 +355,8 @@ static PyType_Spec acceptor_spec = {
 };
 
 /* The stdlib's _start_serving, for a listening socket whose class
- * overrides accept(): its accept loop calls the method.  args holds at
+ * overrides accept() or a loop overriding _accept_connection: its accept
+ * loop calls them.  args holds at
  * most the 7 parameters (checked by the caller's parsing). */
 static PyObject *
 stdlib_start_serving(LoopObj *self, PyObject *args, PyObject *kw)
@@ -388,6 +397,10 @@ LoopObj__start_serving(LoopObj *self, PyObject *args, PyObject *kw)
         return NULL;
     }
     int own = aloop_sock_overrides(st, sock, accept_method);
+    if (own == 0) {
+        own = aloop_loop_overrides(self,
+                                   ALOOP_HOOK(ALOOP_HOOK_ACCEPT_CONNECTION));
+    }
     if (own != 0) {
         return own > 0 ? stdlib_start_serving(self, args, kw) : NULL;
     }

@@ -462,8 +462,14 @@ sockop_start_waiting(SockOpObj *op)
     if (rc < 0 || aloop_loop_check_closed(op->loop) < 0) {
         return -1;
     }
+    /* self.create_future(), as the stdlib's sock_* methods wait on */
     PyObject *args[1] = {(PyObject *)op->loop};
-    op->fut = PyObject_Vectorcall(st->Future, args, 0, st->kwnames_loop);
+    rc = aloop_loop_overrides(op->loop, ALOOP_HOOK(ALOOP_HOOK_CREATE_FUTURE));
+    op->fut = rc < 0 ? NULL
+              : rc == 0
+                  ? PyObject_Vectorcall(st->Future, args, 0, st->kwnames_loop)
+                  : PyObject_CallMethodNoArgs((PyObject *)op->loop,
+                                              st->str_create_future);
     if (op->fut == NULL) {
         return -1;
     }

@@ -651,8 +651,8 @@ StreamObj__make_empty_waiter(StreamObj *t, PyObject *Py_UNUSED(ignored))
     if (stream_flush_held(T(t)) < 0) {
         return NULL;
     }
-    PyObject *fut =
-        PyObject_CallMethod((PyObject *)t->loop, "create_future", NULL);
+    PyObject *fut = PyObject_CallMethodNoArgs(
+        (PyObject *)t->loop, t->loop->state->str_create_future);
     if (fut == NULL) {
         return NULL;
     }

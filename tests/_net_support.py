@@ -275,6 +275,16 @@ class LifecycleRecorder(Notifier):
         return self.lost_exc
 
 
+class EchoProtocol(asyncio.Protocol):
+    """Writes back everything it receives."""
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.transport.write(data)
+
+
 class RecordingProtocol(LifecycleRecorder, asyncio.Protocol):
     """A protocol recording every call it gets, checking the order the
     transport contract promises."""

@@ -9,17 +9,9 @@ import sys
 
 import pytest
 
-from _net_support import (BIG, LOCALHOST4, LOCALHOST6, RawPeer,
+from _net_support import (BIG, EchoProtocol, LOCALHOST4, LOCALHOST6, RawPeer,
                           RecordingProtocol, Notifier, listener, run, spin,
                           unix_dir, unix_path)  # noqa: F401 (fixtures)
-
-
-class EchoProtocol(asyncio.Protocol):
-    def connection_made(self, transport):
-        self.transport = transport
-
-    def data_received(self, data):
-        self.transport.write(data)
 
 
 class Tracker(Notifier):

@@ -13,7 +13,7 @@ import ssl
 
 import pytest
 
-from _net_support import (LOCALHOST4, LOCALHOST6, Notifier,
+from _net_support import (EchoProtocol, LOCALHOST4, LOCALHOST6, Notifier,
                           RecordingProtocol, client_ssl_context, fill_pattern,
                           run, server_ssl_context, spin,
                           unix_dir, unix_path)  # noqa: F401 (fixtures)
@@ -27,14 +27,6 @@ def server_ctx(tmp_path):
 @pytest.fixture
 def client_ctx():
     return client_ssl_context()
-
-
-class EchoProtocol(asyncio.Protocol):
-    def connection_made(self, transport):
-        self.transport = transport
-
-    def data_received(self, data):
-        self.transport.write(data)
 
 
 class Tracker(Notifier):

@@ -1,0 +1,220 @@
+"""A loop subclass that overrides a method the stdlib's own code calls
+through self -- create_future (which the sock_* methods wait on), the
+accept loop's _accept_connection, _accept_connection2 and
+_make_socket_transport -- has the override called, as on stock asyncio.
+(An overridden time() is in test_timers.)"""
+
+import asyncio
+import socket
+import threading
+from unittest import mock
+
+import pytest
+
+from _aloop_support import TIMEOUT, loop_class, run
+from _net_support import EchoProtocol, LOCALHOST4, listener, tcp_pair
+
+
+class RecordedFuture(asyncio.Future):
+    pass
+
+
+@pytest.fixture
+def subclass_loop(loop_kind, exc_records):
+    """new(**methods): an instance of a subclass of this kind's loop class
+    with these methods, closed at teardown."""
+    loops = []
+
+    def new(**methods):
+        cls = type("Subclassed", (loop_class(loop_kind),), methods)
+        lp = cls()
+        lp.set_exception_handler(exc_records)
+        loops.append(lp)
+        return lp
+
+    yield new
+    for lp in loops:
+        lp.close()
+    assert not exc_records.records, exc_records.describe()
+
+
+def recording_create_future(self):
+    fut = RecordedFuture(loop=self)
+    self.futures.append(fut)
+    return fut
+
+
+def run_counting(loop, coro):
+    """Run coro with a time bound that creates no future of its own."""
+    async def bounded():
+        async with asyncio.timeout(TIMEOUT):
+            return await coro
+
+    return loop.run_until_complete(bounded())
+
+
+async def until(condition):
+    """Let the loop run (without a future: sleep(0)) until condition()."""
+    while not condition():
+        await asyncio.sleep(0)
+
+
+def start_waiting(loop, op, a, b):
+    """Start sock op `op` on `a`, in a state where it has to wait; return
+    its task and a function that lets it complete."""
+    if op == "sock_recv":
+        return (asyncio.ensure_future(loop.sock_recv(a, 100)),
+                lambda: b.send(b"x"))
+    if op == "sock_recv_into":
+        buf = bytearray(100)
+        return (asyncio.ensure_future(loop.sock_recv_into(a, buf)),
+                lambda: b.send(b"x"))
+    if op == "sock_sendall":
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        data = b"y" * (1 << 20)
+
+        def read_all():
+            b.setblocking(True)
+            got = 0
+            while got < len(data):
+                got += len(b.recv(1 << 20))
+
+        task = asyncio.ensure_future(loop.sock_sendall(a, data))
+        reader = threading.Thread(target=read_all)
+        task.add_done_callback(lambda _: reader.join())
+        return task, reader.start
+    assert op == "sock_accept"
+    lsock = listener()
+    lsock.setblocking(False)
+    client = socket.socket()
+
+    def connect():
+        client.connect(lsock.getsockname())
+
+    task = asyncio.ensure_future(loop.sock_accept(lsock))
+    task.add_done_callback(lambda _: (lsock.close(), client.close()))
+    return task, connect
+
+
+@pytest.mark.parametrize(
+    "op", ["sock_recv", "sock_recv_into", "sock_sendall", "sock_accept"])
+def test_waiting_sock_op_waits_on_overridden_create_future(subclass_loop, op):
+    loop = subclass_loop(create_future=recording_create_future)
+    loop.futures = []
+    a, b = tcp_pair()
+
+    async def main():
+        task, unblock = start_waiting(loop, op, a, b)
+        await until(lambda: loop.futures or task.done())
+        assert not task.done()
+        unblock()
+        result = await task
+        if op == "sock_sendall":
+            assert result is None
+        assert len(loop.futures) == 1
+        assert loop.futures[0].done()
+        return result
+
+    try:
+        result = run_counting(loop, main())
+    finally:
+        a.close()
+        b.close()
+    if op == "sock_accept":
+        conn, _ = result
+        conn.close()
+
+
+def test_sock_recv_waits_on_instance_patched_create_future(subclass_loop):
+    loop = subclass_loop()
+    a, b = tcp_pair()
+    created = []
+    original = loop.create_future
+
+    def create_future():
+        created.append(original())
+        return created[-1]
+
+    async def main():
+        with mock.patch.object(loop, "create_future", create_future):
+            task = asyncio.ensure_future(loop.sock_recv(a, 10))
+            await until(lambda: created)
+            b.send(b"data")
+            assert await task == b"data"
+        # Unpatched: the loop's own again.
+        task = asyncio.ensure_future(loop.sock_recv(a, 10))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        b.send(b"more")
+        assert await task == b"more"
+        assert len(created) == 1
+
+    try:
+        run_counting(loop, main())
+    finally:
+        a.close()
+        b.close()
+
+
+async def echo_once(loop, port):
+    reader, writer = await asyncio.open_connection(LOCALHOST4, port)
+    writer.write(b"ping")
+    data = await reader.readexactly(4)
+    writer.close()
+    await writer.wait_closed()
+    return data
+
+
+def serve_and_echo(loop):
+    async def main():
+        server = await loop.create_server(EchoProtocol, LOCALHOST4, 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            return await echo_once(loop, port)
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    return run(loop, main())
+
+
+def test_accepted_connection_uses_overridden_make_socket_transport(
+        subclass_loop):
+    made = []
+
+    def _make_socket_transport(self, sock, protocol, *args, **kwargs):
+        made.append(type(protocol).__name__)
+        return super(type(self), self)._make_socket_transport(
+            sock, protocol, *args, **kwargs)
+
+    loop = subclass_loop(_make_socket_transport=_make_socket_transport)
+    assert serve_and_echo(loop) == b"ping"
+    # The client's connection and the accepted one.
+    assert sorted(made) == ["EchoProtocol", "StreamReaderProtocol"]
+
+
+def test_accepted_connection_uses_overridden_accept_connection2(subclass_loop):
+    calls = []
+
+    def _accept_connection2(self, protocol_factory, conn, extra, *args,
+                            **kwargs):
+        calls.append(extra["peername"])
+        return super(type(self), self)._accept_connection2(
+            protocol_factory, conn, extra, *args, **kwargs)
+
+    loop = subclass_loop(_accept_connection2=_accept_connection2)
+    assert serve_and_echo(loop) == b"ping"
+    assert len(calls) == 1 and calls[0][0] == LOCALHOST4
+
+
+def test_server_readiness_runs_overridden_accept_connection(subclass_loop):
+    calls = []
+
+    def _accept_connection(self, protocol_factory, sock, *args, **kwargs):
+        calls.append(sock.fileno())
+        return super(type(self), self)._accept_connection(
+            protocol_factory, sock, *args, **kwargs)
+
+    loop = subclass_loop(_accept_connection=_accept_connection)
+    assert serve_and_echo(loop) == b"ping"
+    assert len(calls) >= 1
