@@ -223,6 +223,11 @@ int
 aloop_handle_run(HandleObj *h);
 int
 aloop_handle_cancel(HandleObj *h);
+/* The current exception came out of callback(*args), a call the stdlib
+ * makes through a Handle and aloop without one: report it as Handle._run
+ * does, with a Handle made now for the context.  0, or -1 if fatal. */
+int
+aloop_handle_report_call(LoopObj *loop, PyObject *callback, PyObject *args);
 
 /* ---------------------------------------------------------------- readyq.c
  * Ring buffer of ready entries.  An entry is a Python handle (fn == NULL)
@@ -525,8 +530,9 @@ aloop_sockops_setup_types(PyObject *module, aloop_state *st);
  * (BaseTransport's _extra slot first) and gives its specifics in ops. */
 typedef struct TransportObj TransportObj;
 typedef struct {
-    aloop_event_fn read_ready;  /* internal reader of fd */
-    aloop_event_fn write_ready; /* internal writer of fd */
+    aloop_event_fn read_ready;    /* internal reader of fd */
+    aloop_event_fn write_ready;   /* internal writer of fd */
+    const char *write_ready_name; /* its method: "_write_ready" and so on */
     void (*clear_buffer)(TransportObj *t);
     /* look up and cache the protocol's methods; 0 or -1 */
     int (*set_protocol)(TransportObj *t, PyObject *protocol);

@@ -122,7 +122,9 @@ dgram_parse_addr(DgramObj *t, PyObject *addr, struct sockaddr_storage *ss,
         }
         un->sun_family = AF_UNIX;
         memcpy(un->sun_path, path, (size_t)n);
-        *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+        /* as the socket module: the length is the name's, which for an
+         * abstract name ("\0...") is all there is to it */
+        *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
         return 1;
     }
     if (!PyTuple_CheckExact(addr) || PyTuple_GET_SIZE(addr) < 2 ||
@@ -155,10 +157,17 @@ dgram_parse_addr(DgramObj *t, PyObject *addr, struct sockaddr_storage *ss,
         in6->sin6_family = AF_INET6;
         in6->sin6_port = htons((uint16_t)port);
         for (Py_ssize_t i = 2; i < PyTuple_GET_SIZE(addr); i++) {
+            /* anything the socket module would refuse is left to it */
             PyObject *v = PyTuple_GET_ITEM(addr, i);
-            unsigned long x = PyLong_Check(v) ? PyLong_AsUnsignedLong(v) : 0;
+            if (!PyLong_CheckExact(v)) {
+                return 0;
+            }
+            unsigned long x = PyLong_AsUnsignedLong(v);
             if (PyErr_Occurred()) {
                 PyErr_Clear();
+                return 0;
+            }
+            if (x > (i == 2 ? 0xfffffUL : 0xffffffffUL)) {
                 return 0;
             }
             if (i == 2) {
@@ -287,11 +296,7 @@ dgram_write_ready(LoopObj *loop, PyObject *owner, uint32_t ev)
     }
 done:
     Py_DECREF(t);
-    return rc < 0 ? aloop_loop_report_exception(
-                        loop,
-                        "Exception in callback DatagramTransport."
-                        "_sendto_ready()")
-                  : 0;
+    return rc < 0 ? -1 : 0;
 }
 
 static PyObject *
@@ -427,7 +432,7 @@ dgram_read_ready(LoopObj *loop, PyObject *owner, uint32_t ev)
 {
     DgramObj *t = (DgramObj *)owner;
     if (aloop_loop_read_buf(loop) == NULL) {
-        return aloop_loop_report_exception(loop, "Exception in callback");
+        return -1;
     }
     Py_INCREF(t);
     int rc = 0;
@@ -442,11 +447,7 @@ dgram_read_ready(LoopObj *loop, PyObject *owner, uint32_t ev)
         rc = 0;
     }
     Py_DECREF(t);
-    if (rc < 0) {
-        return aloop_loop_report_exception(
-            loop, "Exception in callback DatagramTransport._read_ready()");
-    }
-    return 0;
+    return rc < 0 ? -1 : 0;
 }
 
 /* ------------------------------------------------------------- the type */
@@ -493,6 +494,7 @@ dgram_traverse(TransportObj *tr, visitproc visit, void *arg)
 static const aloop_transport_ops dgram_ops = {
     .read_ready = dgram_read_ready,
     .write_ready = dgram_write_ready,
+    .write_ready_name = "_sendto_ready",
     .clear_buffer = dgram_clear_buffer,
     .set_protocol = dgram_set_protocol,
     .clear_protocol = dgram_clear_protocol,

@@ -25,9 +25,12 @@
  *     set_write_buffer_limits, sendfile's empty waiter) sends them first;
  *   - connection_lost is called exactly once, via the ready queue, then
  *     the socket is closed.
- * Invariants: `fd` is registered with a reader iff reading_registered and
- * with a writer iff the buffer is non-empty, not held and not lost.  The fd
- * table holds a reference to the transport for each registered watcher.
+ * Invariants: `fd` is registered with a reader iff the transport is
+ * reading (connection_made has run; not paused, closing or lost) and with
+ * a writer iff the buffer is non-empty, not held and not lost.  The fd
+ * table holds a reference to the transport for each registered watcher; a
+ * readiness event queued for a watcher removed since does not run
+ * (transport.c), as a cancelled Handle would not.
  */
 #include <errno.h>
 #include <limits.h>
@@ -558,6 +561,17 @@ StreamObj_writelines(StreamObj *t, PyObject *list_of_data)
         Py_DECREF(seq);
         return rc < 0 ? NULL : Py_NewRef(Py_None);
     }
+    /* All or nothing, as the stdlib's join: check every item first. */
+    for (Py_ssize_t i = 0; i < n && rc == 0; i++) {
+        Py_buffer view;
+        if (PyBytes_CheckExact(items[i])) {
+            continue;
+        }
+        rc = PyObject_GetBuffer(items[i], &view, PyBUF_SIMPLE);
+        if (rc == 0) {
+            PyBuffer_Release(&view);
+        }
+    }
     bool untried = t->nchunks == 0 || t->write_held;
     for (Py_ssize_t i = 0; i < n && rc == 0; i++) {
         Py_buffer view;
@@ -758,6 +772,7 @@ stream_set_protocol(TransportObj *tr, PyObject *protocol);
 static const aloop_transport_ops stream_ops = {
     .read_ready = stream_read_ready,
     .write_ready = stream_write_ready,
+    .write_ready_name = "_write_ready",
     .clear_buffer = stream_buffer_clear,
     .set_protocol = stream_set_protocol,
     .clear_protocol = stream_clear_protocol,

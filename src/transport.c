@@ -21,7 +21,13 @@
  *     started waiting for it; connection_made and connection_lost in
  *     copies of the context current when they were queued.  Calls made
  *     during a user's call (pause_writing() from write()) run in the
- *     caller's context.  So ContextVar changes stay where they would.
+ *     caller's context.  So ContextVar changes stay where they would;
+ *   - a queued readiness event whose watcher was removed since (pause,
+ *     close) does not run, as a cancelled Handle would not; an error out
+ *     of one, or out of a queued protocol call, is reported as Handle._run
+ *     reports it (message naming the call, and a Handle in the context);
+ *   - from 3.12, a socket a live transport has is refused, as the
+ *     stdlib's _make_*_transport do (_ensure_fd_no_transport).
  * Invariant: the fd table holds one reference to the transport for each
  * watcher (reader, writer) it has registered.
  */
@@ -69,20 +75,82 @@ transport_in_context(PyObject *ctx, aloop_event_fn fn, LoopObj *loop,
     return rc;
 }
 
+/* A queued call failed: report it as Handle._run reports the stdlib's
+ * call_soon(owner.name, *args) (call_soon(owner, *args) without a name;
+ * args are the non-NULL ones of arg1, arg2), or plainly if that cannot be
+ * built. */
+static int
+transport_report_call(LoopObj *loop, PyObject *owner, const char *name,
+                      PyObject *arg1, PyObject *arg2)
+{
+    if (aloop_error_is_fatal()) {
+        return -1;
+    }
+    PyObject *exc = aloop_fetch_exception();
+    PyObject *cb =
+        name ? PyObject_GetAttrString(owner, name) : Py_NewRef(owner);
+    PyObject *args = cb == NULL ? NULL
+                     : arg2     ? PyTuple_Pack(2, arg1, arg2)
+                     : arg1     ? PyTuple_Pack(1, arg1)
+                                : PyTuple_New(0);
+    PyErr_Clear();
+    aloop_restore_exception(exc);
+    int rc = args ? aloop_handle_report_call(loop, cb, args)
+                  : aloop_loop_report_exception(loop, "Exception in callback");
+    Py_XDECREF(cb);
+    Py_XDECREF(args);
+    return rc;
+}
+
+/* The fd's watcher for `which` if it is this transport's, else NULL. */
+static aloop_watcher *
+transport_watcher(TransportObj *t, uint32_t which)
+{
+    if (t->loop == NULL) {
+        return NULL;
+    }
+    aloop_fdslot *slot = aloop_fdtable_get(&t->loop->fds, t->fd);
+    if (slot == NULL) {
+        return NULL;
+    }
+    aloop_watcher *w = which == ALOOP_READ ? &slot->reader : &slot->writer;
+    return w->obj == (PyObject *)t ? w : NULL;
+}
+
+/* A readiness event, queued by the poller.  If the watcher was removed
+ * since (pause_reading, close, the fd closed and reused), it does not run,
+ * as the stdlib's cancelled reader or writer Handle does not.  An error
+ * is reported as Handle._run reports one from _read_ready/_write_ready. */
+static int
+transport_io_event(LoopObj *loop, TransportObj *t, uint32_t which,
+                   PyObject *ctx, aloop_event_fn fn, uint32_t ev)
+{
+    if (transport_watcher(t, which) == NULL) {
+        return 0;
+    }
+    if (transport_in_context(ctx, fn, loop, (PyObject *)t, ev) == 0) {
+        return 0;
+    }
+    return transport_report_call(
+        loop, (PyObject *)t,
+        which == ALOOP_READ ? "_read_ready" : t->ops->write_ready_name, NULL,
+        NULL);
+}
+
 static int
 transport_read_event(LoopObj *loop, PyObject *owner, uint32_t ev)
 {
     TransportObj *t = (TransportObj *)owner;
-    return transport_in_context(t->read_ctx, t->ops->read_ready, loop, owner,
-                                ev);
+    return transport_io_event(loop, t, ALOOP_READ, t->read_ctx,
+                              t->ops->read_ready, ev);
 }
 
 static int
 transport_write_event(LoopObj *loop, PyObject *owner, uint32_t ev)
 {
     TransportObj *t = (TransportObj *)owner;
-    return transport_in_context(t->write_ctx, t->ops->write_ready, loop, owner,
-                                ev);
+    return transport_io_event(loop, t, ALOOP_WRITE, t->write_ctx,
+                              t->ops->write_ready, ev);
 }
 
 int
@@ -91,13 +159,7 @@ aloop_transport_watch(TransportObj *t, uint32_t which, bool on)
     if (t->loop == NULL || t->loop->closed) {
         return 0;
     }
-    aloop_fdslot *slot = aloop_fdtable_get(&t->loop->fds, t->fd);
-    aloop_watcher *w = NULL;
-    if (slot != NULL) {
-        w = which == ALOOP_READ ? &slot->reader : &slot->writer;
-    }
-    bool mine = w != NULL && w->obj == (PyObject *)t;
-    if (mine == on || (!on && !mine)) {
+    if ((transport_watcher(t, which) != NULL) == on) {
         return 0; /* nothing to do, or someone else's watcher now */
     }
     if (on && which == ALOOP_WRITE) {
@@ -393,50 +455,57 @@ static int
 transport_event(LoopObj *loop, PyObject *owner, uint32_t event)
 {
     TransportObj *t = (TransportObj *)owner;
-    PyObject *r = NULL;
+    PyObject *r;
+    int rc;
     switch (event) {
-    case EV_CONNECTION_MADE:
-        if (t->protocol == NULL) {
+    case EV_CONNECTION_MADE: {
+        PyObject *protocol = t->protocol;
+        if (protocol == NULL) {
             return 0;
         }
-        r = PyObject_CallMethodOneArg(
-            t->protocol, loop->state->str_connection_made, (PyObject *)t);
+        Py_INCREF(protocol);
+        r = PyObject_CallMethodOneArg(protocol,
+                                      loop->state->str_connection_made, owner);
+        rc = r ? 0
+               : transport_report_call(loop, protocol, "connection_made",
+                                       owner, NULL);
+        Py_DECREF(protocol);
         break;
+    }
     case EV_START_READING:
         /* _add_reader(): only while reading (not paused, not closing) */
-        if (t->closing || t->paused || t->loop == NULL) {
+        if (t->closing || t->paused || t->loop == NULL ||
+            aloop_transport_watch(t, ALOOP_READ, true) == 0) {
             return 0;
         }
-        if (aloop_transport_watch(t, ALOOP_READ, true) == 0) {
-            return 0;
-        }
-        break;
+        return aloop_loop_report_exception(loop, "Exception in callback");
     case EV_WAKE_WAITER: {
         PyObject *w = t->waiter;
         t->waiter = NULL;
         if (w == NULL) {
             return 0;
         }
-        r = PyObject_CallFunctionObjArgs(transport_state(t)->set_result_unless,
-                                         w, Py_None, NULL);
+        PyObject *set = transport_state(t)->set_result_unless;
+        r = PyObject_CallFunctionObjArgs(set, w, Py_None, NULL);
+        rc = r ? 0 : transport_report_call(loop, set, NULL, w, Py_None);
         Py_DECREF(w);
         break;
     }
     case EV_CONNECTION_LOST: {
-        PyObject *exc = t->lost_exc;
+        PyObject *exc = t->lost_exc ? t->lost_exc : Py_NewRef(Py_None);
         t->lost_exc = NULL;
-        r = aloop_transport_call_connection_lost(t, exc ? exc : Py_None);
-        Py_XDECREF(exc);
+        r = aloop_transport_call_connection_lost(t, exc);
+        rc = r ? 0
+               : transport_report_call(loop, owner, "_call_connection_lost",
+                                       exc, NULL);
+        Py_DECREF(exc);
         break;
     }
     default:
         return 0;
     }
-    if (r != NULL) {
-        Py_DECREF(r);
-        return 0;
-    }
-    return aloop_loop_report_exception(loop, "Exception in callback");
+    Py_XDECREF(r);
+    return rc;
 }
 
 static int
@@ -580,6 +649,12 @@ aloop_transport_init(TransportObj *t, const aloop_transport_ops *ops,
     aloop_state *st = loop->state;
     t->ops = ops;
     t->fd = -1;
+#if PY_VERSION_HEX >= 0x030C0000
+    /* 3.12's _make_socket/datagram_transport: not a live transport's fd */
+    if (aloop_loop_ensure_no_transport(loop, sock) < 0) {
+        return -1;
+    }
+#endif
     t->loop = (LoopObj *)Py_NewRef((PyObject *)loop);
     t->read_ctx = PyContext_CopyCurrent(); /* the reader Handle's */
     if (t->read_ctx == NULL) {

@@ -670,6 +670,47 @@ def test_sendto_invalid_address_is_a_fatal_error(loop, exc_records,
     run(loop, main())
 
 
+@pytest.mark.parametrize("fields, exc_type", [
+    ((1 << 20, 0), OverflowError),
+    ((1.5, 0), TypeError),
+    ((0, "x"), TypeError),
+], ids=["flowinfo-out-of-range", "flowinfo-float", "scope-id-str"])
+def test_sendto_invalid_ipv6_fields_are_a_fatal_error(loop, exc_records,
+                                                      fields, exc_type):
+    """An IPv6 address tuple whose flowinfo or scope id the socket module
+    rejects sends nothing and closes the transport, as the stdlib's
+    sock.sendto() raising does."""
+    async def main():
+        with RawDgram(loop, bound_socket("udp6", None)) as peer:
+            tr, proto = await endpoint(loop, local_addr=(LOCALHOST6, 0))
+            tr.sendto(b"x", (LOCALHOST6, peer.addr[1]) + fields)
+            exc = await proto.wait_lost()
+            assert isinstance(exc, exc_type), exc
+            [ctx] = exc_records.take()
+            assert ctx["message"] == "Fatal write error on datagram transport"
+            assert not await wait_briefly(peer, lambda: peer.data, 0.05)
+
+    run(loop, main())
+
+
+def test_sendto_abstract_unix_address_given_as_str(loop):
+    """A Linux abstract address ("\0name") is as long as its name: the
+    datagram reaches the socket bound to exactly that name."""
+    name = f"\0aloop-test-{os.getpid()}-{id(loop)}"
+    raw = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    raw.bind(name)
+
+    async def main():
+        with RawDgram(loop, raw) as peer:
+            tr, proto = await endpoint(loop, family=socket.AF_UNIX)
+            tr.sendto(b"abstract", name)
+            await peer.wait_count(1)
+            assert peer.data == [b"abstract"]
+            await close_and_wait(tr, proto)
+
+    run(loop, main())
+
+
 class RaisingProto(DgramProto):
     def datagram_received(self, data, addr):
         super().datagram_received(data, addr)
@@ -1459,6 +1500,24 @@ def test_sock_argument(loop, unix_dir):
             await peer.wait_count(2)
             assert peer.data == [b"to the peer", b"explicitly"]
             await close_and_wait(tr, proto)
+
+    run(loop, main())
+
+
+def test_socket_of_a_live_transport_is_refused_from_3_12(loop):
+    """3.12 made _make_datagram_transport refuse a socket a live transport
+    has (_ensure_fd_no_transport); 3.11 builds a second transport."""
+    async def main():
+        sock = bound_socket("udp4", None)
+        tr, proto = await endpoint(loop, sock=sock)
+        if PY312:
+            with pytest.raises(RuntimeError, match="is used by transport"):
+                await loop.create_datagram_endpoint(DgramProto, sock=sock)
+        else:
+            tr2, _ = await loop.create_datagram_endpoint(DgramProto,
+                                                         sock=sock)
+            tr2.abort()
+        await close_and_wait(tr, proto)
 
     run(loop, main())
 

@@ -9,6 +9,7 @@ import asyncio
 import gc
 import logging
 import socket
+import sys
 import warnings
 
 import pytest
@@ -249,6 +250,28 @@ def test_transport_registry(loop):
 # ------------------------------------------------------------------ writing
 
 
+def test_socket_of_a_live_transport_is_refused_from_3_12(loop):
+    """3.12 made _make_socket_transport refuse a socket a live transport
+    has (_ensure_fd_no_transport); 3.11 builds a second transport."""
+    async def main():
+        a, b = socket.socketpair()
+        with b:
+            tr, proto = await loop.connect_accepted_socket(RecordingProtocol,
+                                                           a)
+            if sys.version_info >= (3, 12):
+                with pytest.raises(RuntimeError,
+                                   match="is used by transport"):
+                    await loop.connect_accepted_socket(RecordingProtocol, a)
+            else:
+                tr2, _ = await loop.connect_accepted_socket(
+                    RecordingProtocol, a)
+                tr2.abort()
+            tr.abort()
+            await proto.wait_lost()
+
+    run(loop, main())
+
+
 def test_write_and_writelines(loop):
     async def main():
         tr, proto, peer = await connect(loop)
@@ -303,6 +326,24 @@ def test_writelines_non_bytes_raises_type_error(loop):
             tr.write(b"ok")
             assert await peer.read_at_least(2) == b"ok"
             await close_and_wait(tr, proto)
+
+    run(loop, main())
+
+
+def test_writelines_with_a_bad_item_writes_nothing(loop):
+    """The stdlib checks every item before buffering any (its join):
+    after the TypeError nothing of the call is sent, and the transport
+    goes on working and closes normally."""
+    async def main():
+        tr, proto, peer = await connect(loop)
+        with peer:
+            with pytest.raises(TypeError):
+                tr.writelines([b"first", bytearray(b"-"), "oops"])
+            assert tr.get_write_buffer_size() == 0
+            tr.write(b"second")
+            await close_and_wait(tr, proto)
+            assert await peer.read_until_eof() == b"second"
+            assert proto.lost_exc is None
 
     run(loop, main())
 
@@ -613,6 +654,36 @@ def test_pause_and_resume_reading(loop):
             await proto.wait_lost()
             assert proto.events_summary() == ["made", "data", "eof", "lost"]
             assert not tr.is_reading()
+
+    run(loop, main())
+
+
+@pytest.mark.parametrize("action", ["pause_reading", "close"])
+def test_no_read_after_pause_or_close_in_the_iteration_data_came(loop,
+                                                                 action):
+    """pause_reading() or close() (with data still unsent) runs before the
+    read its iteration's poll found: the stdlib cancels that reader Handle,
+    so no data_received() follows."""
+    async def main():
+        tr, proto, peer = await connect(loop)
+        with peer:
+            if action == "close":
+                peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF,
+                                     4096)
+                tr.write(b"z" * BIG)  # more than the kernel takes
+                assert tr.get_write_buffer_size() > 0
+            peer.send(b"x")
+            # Queued now: runs before the next poll's events.
+            loop.call_soon(getattr(tr, action))
+            await spin(loop, 10, 0.01)
+            assert proto.data == b""
+            assert proto.events_summary() == ["made"]
+            if action == "pause_reading":
+                tr.resume_reading()
+                await proto.wait_bytes(1)
+                assert proto.data_while_paused == 0
+            tr.abort()
+            await proto.wait_lost()
 
     run(loop, main())
 
@@ -1261,10 +1332,13 @@ def test_protocol_without_data_received(loop, exc_records):
     run(loop, main())
 
 
-def test_connection_lost_error_goes_to_exception_handler(loop, exc_records):
-    """connection_lost() runs from a loop callback: its exception goes to
-    the exception handler like any callback's, and the socket is closed
-    all the same."""
+@pytest.mark.parametrize("how", ["close", "close with data", "abort"])
+def test_connection_lost_error_goes_to_exception_handler(loop, exc_records,
+                                                         how):
+    """connection_lost() runs from a loop callback (after close() drains
+    the buffer, from the writer callback itself): its exception goes to the
+    exception handler like any callback's, with the Handle, and the loop
+    and the caller go on; the socket is closed all the same."""
     class Failing(RecordingProtocol):
         def connection_lost(self, exc):
             super().connection_lost(exc)
@@ -1273,7 +1347,11 @@ def test_connection_lost_error_goes_to_exception_handler(loop, exc_records):
     async def main():
         tr, proto, peer = await connect(loop, Failing)
         with peer:
-            tr.close()
+            if how == "close with data":
+                tr.write(b"z" * BIG)
+                assert tr.get_write_buffer_size() > 0
+                peer.start_reading()
+            tr.abort() if how == "abort" else tr.close()
             await proto.wait_lost()
             await Notifier().wait(lambda: exc_records.records, poll=0.005,
                                   what="exception handler")
@@ -1281,9 +1359,39 @@ def test_connection_lost_error_goes_to_exception_handler(loop, exc_records):
             assert len(records) == 1, records
             assert records[0]["message"].startswith("Exception in callback")
             assert isinstance(records[0]["exception"], ZeroDivisionError)
-            assert await peer.read_until_eof() == b""
+            assert isinstance(records[0]["handle"], asyncio.Handle)
+            await peer.read_until_eof()
             await spin(loop)
-            assert proto.events == ["made", "lost"]
+            assert proto.events_summary() == ["made", "lost"]
+            return "went on"
+
+    assert run(loop, main()) == "went on"
+
+
+def test_connection_made_error_goes_to_exception_handler(loop, exc_records):
+    """connection_made() is a call_soon() callback in the stdlib: its
+    exception is reported as that Handle's, naming the method, and the
+    connection stays usable."""
+    class Failing(RecordingProtocol):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            raise ZeroDivisionError("made")
+
+    async def main():
+        tr, proto, peer = await connect(loop, Failing)
+        with peer:
+            await Notifier().wait(lambda: exc_records.records, poll=0.005,
+                                  what="exception handler")
+            [ctx] = exc_records.take()
+            assert ctx["message"].startswith(
+                "Exception in callback "
+                "test_connection_made_error_goes_to_exception_handler."
+                "<locals>.Failing.connection_made("), ctx["message"]
+            assert isinstance(ctx["exception"], ZeroDivisionError)
+            assert isinstance(ctx["handle"], asyncio.Handle)
+            peer.send(b"still")
+            await proto.wait_bytes(5)
+            await close_and_wait(tr, proto)
 
     run(loop, main())
 
