@@ -565,6 +565,7 @@ typedef struct {
     Py_ssize_t high_water;                                                  \
     Py_ssize_t low_water;                                                   \
     Py_ssize_t conn_lost;                                                   \
+    Py_ssize_t max_size; /* the stdlib's recv() size (settable) */          \
     int fd;                                                                 \
     bool protocol_connected;                                                \
     bool closing;                                                           \

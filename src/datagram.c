@@ -383,15 +383,36 @@ dgram_read_one(DgramObj *t, LoopObj *loop)
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
+    /* recvfrom(max_size): a longer datagram is cut, as the stdlib's */
+    Py_ssize_t limit = t->max_size;
+    char *buf = loop->read_buf;
+    if (limit < 0) {
+        PyErr_SetString(PyExc_ValueError, "negative buffersize in recvfrom");
+        return aloop_transport_fatal_current(
+            T(t), "Fatal read error on datagram transport");
+    }
+    if (limit > ALOOP_READ_BUF_SIZE && (buf = PyMem_Malloc(limit)) == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
     ssize_t n;
     do {
-        n = recvfrom(t->fd, loop->read_buf, ALOOP_READ_BUF_SIZE, 0,
-                     (struct sockaddr *)&ss, &len);
+        n = recvfrom(t->fd, buf, (size_t)limit, 0, (struct sockaddr *)&ss,
+                     &len);
     } while (n < 0 && errno == EINTR);
+    int err = errno;
+    PyObject *data = n >= 0 ? PyBytes_FromStringAndSize(buf, n) : NULL;
+    if (buf != loop->read_buf) {
+        PyMem_Free(buf);
+    }
+    if (n >= 0 && data == NULL) {
+        return -1;
+    }
     if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        if (err == EAGAIN || err == EWOULDBLOCK) {
             return 0;
         }
+        errno = err;
         PyErr_SetFromErrno(PyExc_OSError);
         PyObject *exc = aloop_fetch_exception();
         int rc = dgram_error_received(t, exc);
@@ -405,23 +426,23 @@ dgram_read_one(DgramObj *t, LoopObj *loop)
         addr = aloop_sockaddr_to_python((struct sockaddr *)&ss, len);
         if (addr == NULL) {
             if (PyErr_Occurred()) {
+                Py_DECREF(data);
                 return -1;
             }
             addr = Py_NewRef(Py_None);
         }
     }
-    PyObject *data = PyBytes_FromStringAndSize(loop->read_buf, n);
     PyObject *r = NULL;
-    if (data != NULL && t->datagram_received != NULL) {
+    if (t->datagram_received != NULL) {
         PyObject *args[2] = {data, addr};
         r = PyObject_Vectorcall(t->datagram_received, args, 2, NULL);
-    } else if (data != NULL) {
+    } else {
         /* lacking when the protocol was set: looked up per call, as the
          * stdlib does, for its AttributeError */
         r = PyObject_CallMethod(t->protocol, "datagram_received", "OO", data,
                                 addr);
     }
-    Py_XDECREF(data);
+    Py_DECREF(data);
     Py_DECREF(addr);
     Py_XDECREF(r);
     return r ? 1 : -1;
@@ -630,14 +651,6 @@ aloop_datagram_setup_types(PyObject *module, aloop_state *st)
         aloop_transport_make_type(module, &dgram_spec, "DatagramTransport",
                                   DgramObj_methods, DgramObj_getset);
     if (st->DatagramType == NULL) {
-        return -1;
-    }
-    PyObject *maxsize = PyLong_FromLong(ALOOP_READ_BUF_SIZE);
-    int rc = maxsize ? PyObject_SetAttrString((PyObject *)st->DatagramType,
-                                              "max_size", maxsize)
-                     : -1;
-    Py_XDECREF(maxsize);
-    if (rc < 0) {
         return -1;
     }
     return PyModule_AddObjectRef(module, "DatagramTransport",

@@ -353,10 +353,11 @@ aloop_signals_close(LoopObj *loop)
             }
             Py_XDECREF(sigs);
         } else {
-            PyErr_WarnFormat(PyExc_ResourceWarning, 1,
-                             "Closing the loop %R on interpreter shutdown "
-                             "stage, skipping signal handlers removal",
-                             (PyObject *)loop);
+            PyErr_ResourceWarning(
+                (PyObject *)loop, 1,
+                "Closing the loop %R on interpreter shutdown "
+                "stage, skipping signal handlers removal",
+                (PyObject *)loop);
             PyDict_Clear(handlers);
         }
     }

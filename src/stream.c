@@ -257,19 +257,24 @@ stream_read_ready(LoopObj *loop, PyObject *owner, uint32_t ev)
     if (t->buffered) {
         return stream_read_buffered(t);
     }
-    /* What recv(ALOOP_READ_BUF_SIZE) would bring, directly into `data`
-     * when it is large; else into the scratch buffer. */
+    /* What recv(max_size) would bring, directly into `data` when it is
+     * large; else into the scratch buffer. */
+    Py_ssize_t limit = t->max_size;
+    if (limit < 0) {
+        PyErr_SetString(PyExc_ValueError, "negative buffersize in recv");
+        return aloop_transport_fatal_current(
+            T(t), "Fatal read error on socket transport");
+    }
     PyObject *data = NULL;
     char *buf;
-    Py_ssize_t want =
-        aloop_direct_read_size(t->fd, t->last_read, ALOOP_READ_BUF_SIZE);
+    Py_ssize_t want = aloop_direct_read_size(t->fd, t->last_read, limit);
     if (want > 0) {
         if ((data = PyBytes_FromStringAndSize(NULL, want)) == NULL) {
             return -1;
         }
         buf = PyBytes_AS_STRING(data);
     } else if ((buf = aloop_loop_read_buf(loop)) != NULL) {
-        want = ALOOP_READ_BUF_SIZE;
+        want = limit < ALOOP_READ_BUF_SIZE ? limit : ALOOP_READ_BUF_SIZE;
     } else {
         return aloop_transport_fatal_current(
             T(t), "Fatal read error on socket transport");
@@ -974,16 +979,12 @@ aloop_stream_setup_types(PyObject *module, aloop_state *st)
     PyObject *mode = sm ? PyObject_GetAttrString(sm, "TRY_NATIVE") : NULL;
     Py_XDECREF(sm);
     Py_XDECREF(constants);
-    PyObject *maxsize = PyLong_FromLong(ALOOP_READ_BUF_SIZE);
     PyObject *tp = (PyObject *)st->StreamType;
-    int rc =
-        (mode == NULL || maxsize == NULL ||
-         PyObject_SetAttrString(tp, "_sendfile_compatible", mode) < 0 ||
-         PyObject_SetAttrString(tp, "_start_tls_compatible", Py_True) < 0 ||
-         PyObject_SetAttrString(tp, "max_size", maxsize) < 0)
-            ? -1
-            : PyModule_AddObjectRef(module, "StreamTransport", tp);
+    int rc = (mode == NULL ||
+              PyObject_SetAttrString(tp, "_sendfile_compatible", mode) < 0 ||
+              PyObject_SetAttrString(tp, "_start_tls_compatible", Py_True) < 0)
+                 ? -1
+                 : PyModule_AddObjectRef(module, "StreamTransport", tp);
     Py_XDECREF(mode);
-    Py_XDECREF(maxsize);
     return rc;
 }

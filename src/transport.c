@@ -649,6 +649,7 @@ aloop_transport_init(TransportObj *t, const aloop_transport_ops *ops,
     aloop_state *st = loop->state;
     t->ops = ops;
     t->fd = -1;
+    t->max_size = ALOOP_READ_BUF_SIZE;
 #if PY_VERSION_HEX >= 0x030C0000
     /* 3.12's _make_socket/datagram_transport: not a live transport's fd */
     if (aloop_loop_ensure_no_transport(loop, sock) < 0) {
@@ -972,8 +973,8 @@ aloop_transport_finalize(TransportObj *t)
         return;
     }
     PyObject *exc = aloop_fetch_exception();
-    if (PyErr_WarnFormat(PyExc_ResourceWarning, 1, "unclosed transport %R",
-                         (PyObject *)t) < 0) {
+    if (PyErr_ResourceWarning((PyObject *)t, 1, "unclosed transport %R",
+                              (PyObject *)t) < 0) {
         PyErr_WriteUnraisable((PyObject *)t);
     }
     PyObject *sock = t->sock;
@@ -1083,6 +1084,7 @@ PyGetSetDef aloop_transport_getset[] = {
 
 PyMemberDef aloop_transport_members[] = {
     {"_sock_fd", T_INT, offsetof(TransportObj, fd), READONLY, NULL},
+    {"max_size", T_PYSSIZET, offsetof(TransportObj, max_size), 0, NULL},
     {"_conn_lost", T_PYSSIZET, offsetof(TransportObj, conn_lost), 0, NULL},
     {"_closing", T_BOOL, offsetof(TransportObj, closing), READONLY, NULL},
     {"_paused", T_BOOL, offsetof(TransportObj, paused), READONLY, NULL},

@@ -1218,6 +1218,24 @@ def test_get_extra_info(loop, family, connected, unix_dir):
     run(loop, main())
 
 
+def test_max_size_cuts_longer_datagrams(loop, unix_dir):
+    """The stdlib receives with recvfrom(self.max_size): set smaller on a
+    transport, a longer datagram arrives cut to it (the rest is lost)."""
+    async def main():
+        with RawDgram(loop, bound_socket("unix", unix_dir, "peer")) as peer:
+            tr, proto = await endpoint(loop, **local_kwargs("unix", unix_dir),
+                                       remote_addr=peer.addr)
+            assert tr.max_size == 256 * 1024
+            tr.max_size = 4
+            peer.sendto(b"0123456789", tr.get_extra_info("sockname"))
+            peer.sendto(b"ab", tr.get_extra_info("sockname"))
+            await proto.wait_datagrams(2)
+            assert proto.data == [b"0123", b"ab"]
+            await close_and_wait(tr, proto)
+
+    run(loop, main())
+
+
 def test_pause_and_resume_reading(loop, unix_dir):
     async def main():
         tr, proto = await endpoint(loop, **local_kwargs("unix", unix_dir))

@@ -757,6 +757,36 @@ def test_large_read_in_several_data_received(loop):
 # ------------------------------------------------------------ flow control
 
 
+def test_max_size_is_the_read_size(loop, exc_records):
+    """The stdlib reads with recv(self.max_size): 256 KiB by default, and
+    code may set it per transport (smaller reads); a negative one is a
+    fatal read error (recv's ValueError)."""
+    chunks = []
+
+    class Chunks(RecordingProtocol):
+        def data_received(self, data):
+            chunks.append(len(data))
+            super().data_received(data)
+
+    async def main():
+        tr, proto, peer = await connect(loop, Chunks)
+        with peer:
+            assert tr.max_size == 256 * 1024
+            tr.max_size = 10
+            assert tr.max_size == 10
+            peer.send(b"x" * 35)
+            await proto.wait_bytes(35)
+            assert chunks == [10, 10, 10, 5]
+            tr.max_size = -1
+            peer.send(b"y")
+            exc = await proto.wait_lost()
+            assert isinstance(exc, ValueError)
+            [ctx] = exc_records.take()
+            assert ctx["message"] == "Fatal read error on socket transport"
+
+    run(loop, main())
+
+
 def test_write_buffer_limits_defaults_and_validation(loop):
     async def main():
         tr, proto, peer = await connect(loop)
@@ -1409,14 +1439,19 @@ def test_unclosed_transport_resource_warning(loop):
             await spin(loop)
             proto.transport = None
             del proto
+            tr_id = id(tr)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 del tr
                 gc.collect()
                 gc.collect()
-            messages = [str(w.message) for w in caught
-                        if issubclass(w.category, ResourceWarning)]
-            assert any("unclosed transport" in m for m in messages), messages
+            found = [w for w in caught
+                     if issubclass(w.category, ResourceWarning)
+                     and "unclosed transport" in str(w.message)]
+            assert found, [str(w.message) for w in caught]
+            # source=self, so tracemalloc can say where it was allocated
+            assert id(found[0].source) == tr_id
+            del found, caught
             # ... and the socket was closed: the peer sees EOF.
             assert await peer.read_until_eof() == b""
 
