@@ -223,11 +223,11 @@ int
 aloop_handle_run(HandleObj *h);
 int
 aloop_handle_cancel(HandleObj *h);
-/* The current exception came out of callback(*args), a call the stdlib
- * makes through a Handle and aloop without one: report it as Handle._run
- * does, with a Handle made now for the context.  0, or -1 if fatal. */
+/* Report the current exception as Handle._run does for h's callback (h
+ * may be made only for this, for a call aloop makes without a Handle).
+ * 0, or -1 if the exception is fatal. */
 int
-aloop_handle_report_call(LoopObj *loop, PyObject *callback, PyObject *args);
+aloop_handle_report_current(HandleObj *h);
 
 /* ---------------------------------------------------------------- readyq.c
  * Ring buffer of ready entries.  An entry is a Python handle (fn == NULL)
@@ -440,6 +440,12 @@ aloop_loop_call_exception_handler(LoopObj *loop, PyObject *context);
  * `message`; KeyboardInterrupt/SystemExit are left set and -1 returned. */
 int
 aloop_loop_report_exception(LoopObj *loop, const char *message);
+/* self.time(), through an overridden time() too.  0 or -1. */
+int
+aloop_loop_now(LoopObj *loop, double *now);
+/* Debug mode: "Executing <handle> took <dt> seconds", as _run_once logs. */
+int
+aloop_loop_warn_slow(LoopObj *loop, PyObject *handle, double dt);
 /* Add/remove an internal watcher (fn != NULL) or a Handle (fn == NULL).
  * Take a new reference to obj; the replaced watcher is returned as a new
  * reference in *old (may be NULL).  -errno if the poller refused: an

@@ -329,30 +329,17 @@ aloop_handle_run(HandleObj *h)
         Py_DECREF(res);
         return 0;
     }
-    if (aloop_error_is_fatal()) {
-        return -1;
-    }
-    PyObject *exc = aloop_fetch_exception();
-    int rc = handle_report(h, exc);
-    Py_DECREF(exc);
-    return rc;
+    return aloop_handle_report_current(h);
 }
 
 int
-aloop_handle_report_call(LoopObj *loop, PyObject *callback, PyObject *args)
+aloop_handle_report_current(HandleObj *h)
 {
     if (aloop_error_is_fatal()) {
         return -1;
     }
     PyObject *exc = aloop_fetch_exception();
-    HandleObj *h = aloop_handle_new(loop, callback, args, NULL);
-    int rc = -1;
-    if (h != NULL) {
-        /* not where it was scheduled: no traceback rather than a wrong one */
-        Py_SETREF(h->source_traceback, Py_NewRef(Py_None));
-        rc = handle_report(h, exc);
-        Py_DECREF(h);
-    }
+    int rc = handle_report(h, exc);
     Py_DECREF(exc);
     return rc;
 }

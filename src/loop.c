@@ -484,25 +484,17 @@ loop_now(LoopObj *loop, double *now)
     return (*now == -1.0 && PyErr_Occurred()) ? -1 : 0;
 }
 
-static int
-loop_run_debug(LoopObj *loop, HandleObj *h)
+int
+aloop_loop_now(LoopObj *loop, double *now)
+{
+    return loop_now(loop, now);
+}
+
+int
+aloop_loop_warn_slow(LoopObj *loop, PyObject *handle, double dt)
 {
     aloop_state *st = loop->state;
-    Py_XSETREF(loop->current_handle, Py_NewRef((PyObject *)h));
-    double t0, t1;
-    if (loop_now(loop, &t0) < 0) {
-        return -1;
-    }
-    int rc = aloop_handle_run(h);
-    Py_CLEAR(loop->current_handle);
-    if (rc < 0 || loop_now(loop, &t1) < 0) {
-        return -1;
-    }
-    double dt = t1 - t0;
-    if (dt < loop->slow_callback_duration) {
-        return 0;
-    }
-    PyObject *fmt = PyObject_CallOneArg(st->format_handle, (PyObject *)h);
+    PyObject *fmt = PyObject_CallOneArg(st->format_handle, handle);
     if (fmt == NULL) {
         return -1;
     }
@@ -515,6 +507,25 @@ loop_run_debug(LoopObj *loop, HandleObj *h)
     Py_DECREF(fmt);
     Py_XDECREF(r);
     return r ? 0 : -1;
+}
+
+static int
+loop_run_debug(LoopObj *loop, HandleObj *h)
+{
+    Py_XSETREF(loop->current_handle, Py_NewRef((PyObject *)h));
+    double t0, t1;
+    if (loop_now(loop, &t0) < 0) {
+        return -1;
+    }
+    int rc = aloop_handle_run(h);
+    Py_CLEAR(loop->current_handle);
+    if (rc < 0 || loop_now(loop, &t1) < 0) {
+        return -1;
+    }
+    double dt = t1 - t0;
+    return dt < loop->slow_callback_duration
+               ? 0
+               : aloop_loop_warn_slow(loop, (PyObject *)h, dt);
 }
 
 /* Run one queued entry; the entry's reference is consumed. */

@@ -75,30 +75,82 @@ transport_in_context(PyObject *ctx, aloop_event_fn fn, LoopObj *loop,
     return rc;
 }
 
-/* A queued call failed: report it as Handle._run reports the stdlib's
- * call_soon(owner.name, *args) (call_soon(owner, *args) without a name;
- * args are the non-NULL ones of arg1, arg2), or plainly if that cannot be
- * built. */
+/* A queued call, described as the stdlib's Handle for it: callback
+ * owner.name (owner itself without a name) and the non-NULL ones of
+ * arg1, arg2 as arguments. */
+typedef struct {
+    PyObject *owner;
+    const char *name;
+    PyObject *arg1, *arg2;
+} transport_call;
+
+/* That Handle, made now (only to report an error or a slow call); NULL
+ * without an exception if there is no owner. */
+static HandleObj *
+transport_call_handle(LoopObj *loop, const transport_call *c)
+{
+    if (c->owner == NULL) {
+        return NULL;
+    }
+    PyObject *cb = c->name ? PyObject_GetAttrString(c->owner, c->name)
+                           : Py_NewRef(c->owner);
+    PyObject *args = cb == NULL ? NULL
+                     : c->arg2  ? PyTuple_Pack(2, c->arg1, c->arg2)
+                     : c->arg1  ? PyTuple_Pack(1, c->arg1)
+                                : PyTuple_New(0);
+    HandleObj *h = args ? aloop_handle_new(loop, cb, args, NULL) : NULL;
+    Py_XDECREF(cb);
+    Py_XDECREF(args);
+    if (h != NULL) { /* not where it was queued: none rather than wrong */
+        Py_SETREF(h->source_traceback, Py_NewRef(Py_None));
+    }
+    return h;
+}
+
+/* The call failed: report it as Handle._run would (plainly if the Handle
+ * cannot be made).  0, or -1 if fatal. */
 static int
-transport_report_call(LoopObj *loop, PyObject *owner, const char *name,
-                      PyObject *arg1, PyObject *arg2)
+transport_call_failed(LoopObj *loop, const transport_call *c)
 {
     if (aloop_error_is_fatal()) {
         return -1;
     }
     PyObject *exc = aloop_fetch_exception();
-    PyObject *cb =
-        name ? PyObject_GetAttrString(owner, name) : Py_NewRef(owner);
-    PyObject *args = cb == NULL ? NULL
-                     : arg2     ? PyTuple_Pack(2, arg1, arg2)
-                     : arg1     ? PyTuple_Pack(1, arg1)
-                                : PyTuple_New(0);
-    PyErr_Clear();
+    HandleObj *h = transport_call_handle(loop, c);
+    PyErr_Clear(); /* of making h: the call's error is the one to report */
     aloop_restore_exception(exc);
-    int rc = args ? aloop_handle_report_call(loop, cb, args)
-                  : aloop_loop_report_exception(loop, "Exception in callback");
-    Py_XDECREF(cb);
-    Py_XDECREF(args);
+    int rc = h ? aloop_handle_report_current(h)
+               : aloop_loop_report_exception(loop, "Exception in callback");
+    Py_XDECREF(h);
+    return rc;
+}
+
+/* Run fn as the stdlib runs the Handle `c` describes: errors reported,
+ * and in debug mode timed against slow_callback_duration. */
+static int
+transport_run_call(LoopObj *loop, TransportObj *t, const transport_call *c,
+                   PyObject *ctx, aloop_event_fn fn, uint32_t ev)
+{
+    double t0 = 0.0, t1;
+    if (loop->debug && aloop_loop_now(loop, &t0) < 0) {
+        return -1;
+    }
+    if (transport_in_context(ctx, fn, loop, (PyObject *)t, ev) < 0 &&
+        transport_call_failed(loop, c) < 0) {
+        return -1;
+    }
+    if (!loop->debug || c->owner == NULL) {
+        return 0;
+    }
+    if (aloop_loop_now(loop, &t1) < 0) {
+        return -1;
+    }
+    if (t1 - t0 < loop->slow_callback_duration) {
+        return 0;
+    }
+    HandleObj *h = transport_call_handle(loop, c);
+    int rc = h ? aloop_loop_warn_slow(loop, (PyObject *)h, t1 - t0) : -1;
+    Py_XDECREF(h);
     return rc;
 }
 
@@ -128,13 +180,11 @@ transport_io_event(LoopObj *loop, TransportObj *t, uint32_t which,
     if (transport_watcher(t, which) == NULL) {
         return 0;
     }
-    if (transport_in_context(ctx, fn, loop, (PyObject *)t, ev) == 0) {
-        return 0;
-    }
-    return transport_report_call(
-        loop, (PyObject *)t,
+    transport_call c = {
+        (PyObject *)t,
         which == ALOOP_READ ? "_read_ready" : t->ops->write_ready_name, NULL,
-        NULL);
+        NULL};
+    return transport_run_call(loop, t, &c, ctx, fn, ev);
 }
 
 static int
@@ -427,67 +477,34 @@ aloop_transport_call_connection_lost(TransportObj *t, PyObject *exc)
     return res;
 }
 
-static int
-transport_event(LoopObj *loop, PyObject *owner, uint32_t event);
-
-/* Queued connection_made / connection_lost: in a copy of the context they
- * were queued in (the reader's copy of it, for connection_made). */
-static int
-transport_event_in_context(LoopObj *loop, PyObject *owner, uint32_t event)
-{
-    TransportObj *t = (TransportObj *)owner;
-    PyObject *ctx;
-    if (event == EV_CONNECTION_MADE) {
-        ctx = t->read_ctx ? PyContext_Copy(t->read_ctx) : NULL;
-        if (ctx == NULL && PyErr_Occurred()) {
-            return aloop_loop_report_exception(loop, "Exception in callback");
-        }
-    } else {
-        ctx = t->lost_ctx;
-        t->lost_ctx = NULL;
-    }
-    int rc = transport_in_context(ctx, transport_event, loop, owner, event);
-    Py_XDECREF(ctx);
-    return rc;
-}
-
+/* What a queued event does: 0, or -1 with the exception of the call. */
 static int
 transport_event(LoopObj *loop, PyObject *owner, uint32_t event)
 {
     TransportObj *t = (TransportObj *)owner;
     PyObject *r;
-    int rc;
     switch (event) {
-    case EV_CONNECTION_MADE: {
-        PyObject *protocol = t->protocol;
-        if (protocol == NULL) {
+    case EV_CONNECTION_MADE:
+        if (t->protocol == NULL) {
             return 0;
         }
-        Py_INCREF(protocol);
-        r = PyObject_CallMethodOneArg(protocol,
+        r = PyObject_CallMethodOneArg(t->protocol,
                                       loop->state->str_connection_made, owner);
-        rc = r ? 0
-               : transport_report_call(loop, protocol, "connection_made",
-                                       owner, NULL);
-        Py_DECREF(protocol);
         break;
-    }
     case EV_START_READING:
         /* _add_reader(): only while reading (not paused, not closing) */
-        if (t->closing || t->paused || t->loop == NULL ||
-            aloop_transport_watch(t, ALOOP_READ, true) == 0) {
+        if (t->closing || t->paused || t->loop == NULL) {
             return 0;
         }
-        return aloop_loop_report_exception(loop, "Exception in callback");
+        return aloop_transport_watch(t, ALOOP_READ, true);
     case EV_WAKE_WAITER: {
         PyObject *w = t->waiter;
         t->waiter = NULL;
         if (w == NULL) {
             return 0;
         }
-        PyObject *set = transport_state(t)->set_result_unless;
-        r = PyObject_CallFunctionObjArgs(set, w, Py_None, NULL);
-        rc = r ? 0 : transport_report_call(loop, set, NULL, w, Py_None);
+        r = PyObject_CallFunctionObjArgs(transport_state(t)->set_result_unless,
+                                         w, Py_None, NULL);
         Py_DECREF(w);
         break;
     }
@@ -495,9 +512,6 @@ transport_event(LoopObj *loop, PyObject *owner, uint32_t event)
         PyObject *exc = t->lost_exc ? t->lost_exc : Py_NewRef(Py_None);
         t->lost_exc = NULL;
         r = aloop_transport_call_connection_lost(t, exc);
-        rc = r ? 0
-               : transport_report_call(loop, owner, "_call_connection_lost",
-                                       exc, NULL);
         Py_DECREF(exc);
         break;
     }
@@ -505,6 +519,46 @@ transport_event(LoopObj *loop, PyObject *owner, uint32_t event)
         return 0;
     }
     Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
+/* A queued event, run as the stdlib's call_soon() Handle for it would be:
+ * connection_made and connection_lost in copies of the context they were
+ * queued in (the reader's copy of it, for connection_made). */
+static int
+transport_queued_event(LoopObj *loop, PyObject *owner, uint32_t event)
+{
+    TransportObj *t = (TransportObj *)owner;
+    transport_call c = {NULL, NULL, NULL, NULL}; /* no owner: plain reports */
+    PyObject *ctx = NULL, *hold = NULL;
+    switch (event) {
+    case EV_CONNECTION_MADE:
+        if (t->read_ctx != NULL &&
+            (ctx = PyContext_Copy(t->read_ctx)) == NULL) {
+            return aloop_loop_report_exception(loop, "Exception in callback");
+        }
+        hold = t->protocol ? Py_NewRef(t->protocol) : NULL;
+        c = (transport_call){hold, "connection_made", owner, NULL};
+        break;
+    case EV_CONNECTION_LOST:
+        ctx = t->lost_ctx;
+        t->lost_ctx = NULL;
+        hold = Py_NewRef(t->lost_exc ? t->lost_exc : Py_None);
+        c = (transport_call){owner, "_call_connection_lost", hold, NULL};
+        break;
+    case EV_WAKE_WAITER:
+        if (t->waiter != NULL) {
+            hold = Py_NewRef(t->waiter);
+            c = (transport_call){transport_state(t)->set_result_unless, NULL,
+                                 hold, Py_None};
+        }
+        break;
+    default:
+        break;
+    }
+    int rc = transport_run_call(loop, t, &c, ctx, transport_event, event);
+    Py_XDECREF(ctx);
+    Py_XDECREF(hold);
     return rc;
 }
 
@@ -518,8 +572,6 @@ transport_queue(TransportObj *t, uint32_t event)
     if (aloop_loop_check_closed(loop) < 0) {
         return -1;
     }
-    bool in_context =
-        event == EV_CONNECTION_MADE || event == EV_CONNECTION_LOST;
     if (event == EV_CONNECTION_LOST) {
         PyObject *ctx = PyContext_CopyCurrent(); /* as call_soon's */
         if (ctx == NULL) {
@@ -527,9 +579,8 @@ transport_queue(TransportObj *t, uint32_t event)
         }
         Py_XSETREF(t->lost_ctx, ctx);
     }
-    int rc = aloop_readyq_push(
-        &loop->ready, (PyObject *)t,
-        in_context ? transport_event_in_context : transport_event, event);
+    int rc = aloop_readyq_push(&loop->ready, (PyObject *)t,
+                               transport_queued_event, event);
     if (rc < 0) {
         aloop_errno_error(rc);
         return -1;

@@ -67,6 +67,51 @@ def test_slow_task_step_warning_names_task(loop, caplog):
                for m in messages), messages
 
 
+@pytest.mark.parametrize("where", ["connection_made", "data_received",
+                                   "datagram_received"])
+def test_slow_protocol_callback_warning_names_the_handle(loop, caplog, where):
+    """A slow protocol callback is logged with the Handle the stdlib runs
+    it in: the transport's _read_ready(), or connection_made(transport)."""
+    import socket
+
+    class Slow(asyncio.Protocol, asyncio.DatagramProtocol):
+        def connection_made(self, transport):
+            if where == "connection_made":
+                slow_callback()
+
+        def data_received(self, data):
+            slow_callback()
+
+        def datagram_received(self, data, addr):
+            slow_callback()
+
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.03
+    kind = socket.SOCK_DGRAM if where == "datagram_received" else \
+        socket.SOCK_STREAM
+    a, b = socket.socketpair(socket.AF_UNIX, kind)
+
+    async def main():
+        if kind == socket.SOCK_DGRAM:
+            tr, _ = await loop.create_datagram_endpoint(Slow, sock=a)
+        else:
+            tr, _ = await loop.connect_accepted_socket(Slow, a)
+        await asyncio.sleep(0.01)
+        b.send(b"x")
+        await asyncio.sleep(0.1)
+        tr.close()
+        await asyncio.sleep(0.01)
+
+    with b, caplog.at_level(logging.WARNING, logger="asyncio"):
+        run(loop, main())
+    messages = [r.getMessage() for r in caplog.records
+                if r.name == "asyncio" and "took" in r.getMessage()]
+    expected = (r"^Executing <Handle .*Slow\.connection_made\(<.*>\)"
+                if where == "connection_made" else
+                r"^Executing <Handle \w+\._read_ready\(\)")
+    assert [m for m in messages if re.match(expected, m)], messages
+
+
 def test_no_slow_warning_without_debug(loop, caplog):
     loop.set_debug(False)
     loop.slow_callback_duration = 0.01
