@@ -450,20 +450,28 @@ static int
 stream_write(StreamObj *t, PyObject *data)
 {
     Py_buffer view;
-    const char *buf;
+    const char *buf = NULL;
     Py_ssize_t len;
     bool have_view = false;
+    PyObject *unsendable = NULL; /* a non-contiguous memoryview's error */
     if (PyBytes_CheckExact(data)) {
         buf = PyBytes_AS_STRING(data);
         len = PyBytes_GET_SIZE(data);
     } else if (PyBytes_Check(data) || PyByteArray_Check(data) ||
                PyMemoryView_Check(data)) {
         if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
-            return -1;
+            if (!PyMemoryView_Check(data) ||
+                !PyErr_ExceptionMatches(PyExc_BufferError)) {
+                return -1;
+            }
+            /* accepted, then sock.send() fails: a fatal write error */
+            unsendable = aloop_fetch_exception();
+            len = 0; /* len(data), once the checks before it passed */
+        } else {
+            have_view = true;
+            buf = view.buf;
+            len = view.len;
         }
-        have_view = true;
-        buf = view.buf;
-        len = view.len;
     } else {
         aloop_type_error_not_bytes(data);
         return -1;
@@ -481,11 +489,21 @@ stream_write(StreamObj *t, PyObject *data)
         rc = -1;
         goto done;
     }
+    if (unsendable != NULL && (len = PyObject_Length(data)) < 0) {
+        rc = -1;
+        goto done;
+    }
     if (len == 0) {
         goto done;
     }
     if (t->conn_lost) {
         rc = aloop_transport_lost_writes(T(t));
+        goto done;
+    }
+    if (unsendable != NULL) {
+        rc = aloop_transport_fatal_error(T(t), unsendable,
+                                         "Fatal write error on socket "
+                                         "transport");
         goto done;
     }
     bool untried = t->nchunks == 0 || t->write_held;
@@ -522,6 +540,7 @@ done:
     if (have_view) {
         PyBuffer_Release(&view);
     }
+    Py_XDECREF(unsendable);
     return rc;
 }
 

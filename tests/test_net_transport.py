@@ -315,6 +315,24 @@ def test_write_non_bytes_raises_type_error(loop, bad):
     run(loop, main())
 
 
+def test_write_of_a_non_contiguous_memoryview_is_a_fatal_error(loop,
+                                                               exc_records):
+    """write() accepts any memoryview; one the socket cannot send (not
+    C-contiguous) fails in sock.send(): a fatal write error, as in the
+    stdlib, not an exception out of write()."""
+    async def main():
+        tr, proto, peer = await connect(loop)
+        with peer:
+            tr.write(memoryview(b"abcdef")[::2])
+            exc = await proto.wait_lost()
+            assert isinstance(exc, BufferError)
+            [ctx] = exc_records.take()
+            assert ctx["message"] == "Fatal write error on socket transport"
+            assert await peer.read_until_eof() == b""
+
+    run(loop, main())
+
+
 def test_writelines_non_bytes_raises_type_error(loop):
     async def main():
         tr, proto, peer = await connect(loop)
