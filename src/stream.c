@@ -201,38 +201,69 @@ stream_callback_done(StreamObj *t, PyObject *r, bool was_corking,
     return was_corking ? 0 : stream_flush_held(T(t));
 }
 
+/* recv_into() the protocol's buffer: 1 with *n received (0 at EOF), 0
+ * when there is nothing to deliver (EAGAIN, or a fatal read error, already
+ * reported), -1 with an exception. */
+static int
+stream_recv_into(StreamObj *t, PyObject *buf, Py_ssize_t *n)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE) < 0) {
+        /* sock.recv_into() refuses it (read-only, not a buffer): its own
+         * error, a read error as in the stdlib */
+        PyErr_Clear();
+        PyObject *r = PyObject_CallMethod(t->sock, "recv_into", "(O)", buf);
+        *n = r ? PyLong_AsSsize_t(r) : -1;
+        Py_XDECREF(r);
+        if (*n >= 0) {
+            return 1;
+        }
+        if (PyErr_ExceptionMatches(PyExc_BlockingIOError) ||
+            PyErr_ExceptionMatches(PyExc_InterruptedError)) {
+            PyErr_Clear();
+            return 0;
+        }
+        return aloop_transport_fatal_current(
+            T(t), "Fatal read error on socket transport");
+    }
+    ssize_t got;
+    do {
+        got = recv(t->fd, view.buf, (size_t)view.len, 0);
+    } while (got < 0 && errno == EINTR);
+    int err = errno;
+    PyBuffer_Release(&view);
+    *n = got;
+    if (got >= 0) {
+        return 1;
+    }
+    if (err == EAGAIN || err == EWOULDBLOCK) {
+        return 0;
+    }
+    return aloop_transport_fatal_errno(T(t), err,
+                                       "Fatal read error on socket transport");
+}
+
 static int
 stream_read_buffered(StreamObj *t)
 {
     PyObject *arg = PyLong_FromLong(-1);
     PyObject *buf = arg ? PyObject_CallOneArg(t->get_buffer, arg) : NULL;
     Py_XDECREF(arg);
-    Py_buffer view;
-    if (buf == NULL || PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE) < 0) {
+    Py_ssize_t len = buf ? PyObject_Length(buf) : -1;
+    if (len == 0) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "get_buffer() returned an empty buffer");
+    }
+    if (len <= 0) {
         Py_XDECREF(buf);
         return aloop_transport_fatal_current(
             T(t), "Fatal error: protocol.get_buffer() call failed.");
     }
+    Py_ssize_t n;
+    int rc = stream_recv_into(t, buf, &n);
     Py_DECREF(buf);
-    if (view.len == 0) {
-        PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_RuntimeError,
-                        "get_buffer() returned an empty buffer");
-        return aloop_transport_fatal_current(
-            T(t), "Fatal error: protocol.get_buffer() call failed.");
-    }
-    ssize_t n;
-    do {
-        n = recv(t->fd, view.buf, (size_t)view.len, 0);
-    } while (n < 0 && errno == EINTR);
-    int err = errno;
-    PyBuffer_Release(&view);
-    if (n < 0) {
-        if (err == EAGAIN || err == EWOULDBLOCK) {
-            return 0;
-        }
-        return aloop_transport_fatal_errno(
-            T(t), err, "Fatal read error on socket transport");
+    if (rc <= 0) {
+        return rc;
     }
     if (n == 0) {
         return stream_on_eof(t);

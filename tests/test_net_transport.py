@@ -1289,6 +1289,10 @@ class BufferedRecorder(asyncio.BufferedProtocol):
             raise ZeroDivisionError("get_buffer")
         if self.fail == "empty buffer":
             return bytearray()
+        if self.fail == "no len":
+            return 64
+        if self.fail == "read-only buffer":
+            return b"x" * 64
         return self.buf
 
     def buffer_updated(self, nbytes):
@@ -1301,9 +1305,12 @@ class BufferedRecorder(asyncio.BufferedProtocol):
         self.lost.set_result(exc)
 
 
-@pytest.mark.parametrize("fail", ["get_buffer", "empty buffer",
-                                  "buffer_updated"])
+@pytest.mark.parametrize("fail", ["get_buffer", "empty buffer", "no len",
+                                  "read-only buffer", "buffer_updated"])
 def test_buffered_protocol_error_is_fatal(loop, exc_records, fail):
+    """What get_buffer() returns must have a len() and take recv_into():
+    the first failure is the protocol's, the second a read error (its
+    TypeError, as the stdlib's sock.recv_into raises it)."""
     async def main():
         tr, proto, peer = await connect(loop, lambda: BufferedRecorder(fail))
         with peer:
@@ -1314,15 +1321,22 @@ def test_buffered_protocol_error_is_fatal(loop, exc_records, fail):
             records = exc_records.take()
             assert len(records) == 1, records
             ctx = records[0]
+            message = f"Fatal error: protocol.{fail}() call failed."
             if fail == "empty buffer":
                 assert isinstance(exc, RuntimeError)
                 assert "empty buffer" in str(exc)
-                method = "get_buffer"
+                message = "Fatal error: protocol.get_buffer() call failed."
+            elif fail == "no len":
+                assert isinstance(exc, TypeError)
+                assert "has no len()" in str(exc)
+                message = "Fatal error: protocol.get_buffer() call failed."
+            elif fail == "read-only buffer":
+                assert isinstance(exc, TypeError)
+                assert "read-write bytes-like object" in str(exc)
+                message = "Fatal read error on socket transport"
             else:
                 assert isinstance(exc, ZeroDivisionError)
-                method = fail
-            assert ctx["message"] == \
-                f"Fatal error: protocol.{method}() call failed."
+            assert ctx["message"] == message
             assert ctx["exception"] is exc
             assert ctx["transport"] is tr
             assert ctx["protocol"] is proto
