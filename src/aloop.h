@@ -410,6 +410,17 @@ struct LoopObj {
     bool debug;
 };
 
+/* Whether `owner` is fd's reader (which == ALOOP_READ) or writer now.  A
+ * readiness event queued for a watcher removed since must not run, as the
+ * stdlib's cancelled reader/writer Handle does not. */
+static inline bool
+aloop_loop_watches(LoopObj *loop, int fd, uint32_t which, PyObject *owner)
+{
+    aloop_fdslot *slot = aloop_fdtable_get(&loop->fds, fd);
+    return slot != NULL && (which == ALOOP_READ ? slot->reader.obj
+                                                : slot->writer.obj) == owner;
+}
+
 int
 aloop_loop_setup_types(PyObject *module, aloop_state *st);
 double

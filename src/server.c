@@ -245,6 +245,9 @@ static int
 acceptor_ready(LoopObj *loop, PyObject *owner, uint32_t events)
 {
     AcceptorObj *a = (AcceptorObj *)owner;
+    if (!aloop_loop_watches(loop, a->fd, ALOOP_READ, owner)) {
+        return 0; /* the server closed since: its Handle is cancelled */
+    }
     PyObject *ctx = Py_NewRef(a->context);
     if (PyContext_Enter(ctx) < 0) {
         Py_DECREF(ctx);
@@ -293,7 +296,10 @@ acceptor_accept(LoopObj *loop, AcceptorObj *a)
             return aloop_loop_report_exception(loop,
                                                "Exception in accept callback");
         }
-        if (loop->closed) {
+        /* The factory may have closed the server, and the fd number may
+         * be another socket's already. */
+        if (loop->closed ||
+            !aloop_loop_watches(loop, a->fd, ALOOP_READ, (PyObject *)a)) {
             return 0;
         }
     }

@@ -154,19 +154,12 @@ transport_run_call(LoopObj *loop, TransportObj *t, const transport_call *c,
     return rc;
 }
 
-/* The fd's watcher for `which` if it is this transport's, else NULL. */
-static aloop_watcher *
-transport_watcher(TransportObj *t, uint32_t which)
+/* Whether the fd's `which` watcher is this transport. */
+static bool
+transport_watching(TransportObj *t, uint32_t which)
 {
-    if (t->loop == NULL) {
-        return NULL;
-    }
-    aloop_fdslot *slot = aloop_fdtable_get(&t->loop->fds, t->fd);
-    if (slot == NULL) {
-        return NULL;
-    }
-    aloop_watcher *w = which == ALOOP_READ ? &slot->reader : &slot->writer;
-    return w->obj == (PyObject *)t ? w : NULL;
+    return t->loop != NULL &&
+           aloop_loop_watches(t->loop, t->fd, which, (PyObject *)t);
 }
 
 /* A readiness event, queued by the poller.  If the watcher was removed
@@ -177,7 +170,7 @@ static int
 transport_io_event(LoopObj *loop, TransportObj *t, uint32_t which,
                    PyObject *ctx, aloop_event_fn fn, uint32_t ev)
 {
-    if (transport_watcher(t, which) == NULL) {
+    if (!transport_watching(t, which)) {
         return 0;
     }
     transport_call c = {
@@ -209,7 +202,7 @@ aloop_transport_watch(TransportObj *t, uint32_t which, bool on)
     if (t->loop == NULL || t->loop->closed) {
         return 0;
     }
-    if ((transport_watcher(t, which) != NULL) == on) {
+    if (transport_watching(t, which) == on) {
         return 0; /* nothing to do, or someone else's watcher now */
     }
     if (on && which == ALOOP_WRITE) {

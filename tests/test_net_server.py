@@ -512,6 +512,49 @@ def test_ipv6_server(loop):
 # ------------------------------------------------ errors around accepting
 
 
+def test_protocol_factory_closing_the_server_stops_accepting(loop):
+    """A protocol factory that closes its server (and opens a listener that
+    gets the closed fd's number, with a client waiting) ends the accept
+    loop: the stdlib runs the factory later, in a Task, so its accept loop
+    never touches the fd again.  The other listener keeps its client."""
+    calls, box = [], {}
+
+    class ClosesServer(asyncio.Protocol):
+        def __init__(self):
+            calls.append(1)
+            server = box["server"]
+            if server.is_serving():
+                fd = server.sockets[0].fileno()
+                server.close()
+                other = listener()
+                other.setblocking(False)
+                box["other"] = other
+                box["reused"] = other.fileno() == fd
+                box["other client"] = socket.create_connection(
+                    other.getsockname())
+
+    async def main():
+        server = box["server"] = await loop.create_server(
+            ClosesServer, LOCALHOST4, 0, backlog=10)
+        addr = server.sockets[0].getsockname()
+        clients = [socket.create_connection(addr)]
+        await Notifier().wait(lambda: "other" in box, poll=0.005,
+                              what="the factory")
+        await spin(loop, 5, 0.01)
+        other = box["other"]
+        try:
+            assert calls == [1]
+            conn, _ = other.accept()  # its client is still queued
+            conn.close()
+        finally:
+            for sock in clients + [box["other client"], other]:
+                sock.close()
+        await server.wait_closed()
+        return box["reused"]
+
+    run(loop, main())
+
+
 def test_protocol_factory_error_does_not_stop_the_server(loop):
     """A protocol factory that raises: without debug mode nothing is
     reported; the connection goes away and the server keeps serving."""
