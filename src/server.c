@@ -428,7 +428,7 @@ LoopObj__start_serving(LoopObj *self, PyObject *args, PyObject *kw)
     if (a->backlog_obj == NULL || a->context == NULL) {
         goto error;
     }
-    a->backlog = PyLong_AsSsize_t(a->backlog_obj);
+    a->backlog = PyNumber_AsSsize_t(a->backlog_obj, PyExc_OverflowError);
     if (a->backlog == -1 && PyErr_Occurred()) {
         goto error;
     }

@@ -104,20 +104,29 @@ sockop_fileno(SockOpObj *op)
     return (int)fd;
 }
 
+/* sock.name(*args): 1 with the result, 0 if it would block, -1. */
+static int
+sockop_call(PyObject **result, PyObject *sock, const char *name, PyObject *arg)
+{
+    PyObject *r = PyObject_CallMethod(sock, name, "(O)", arg);
+    if (r == NULL) {
+        return sockop_would_block() ? (PyErr_Clear(), 0) : -1;
+    }
+    *result = r;
+    return 1;
+}
+
 static int
 sockop_try_recv(SockOpObj *op, PyObject **result)
 {
+    /* n as anything but an int (an __index__ object, a wrong type) is
+     * the socket's to convert or refuse */
+    if (!sockop_fast_socket(op) || !PyLong_CheckExact(op->arg1)) {
+        return sockop_call(result, op->sock, "recv", op->arg1);
+    }
     Py_ssize_t n = PyLong_AsSsize_t(op->arg1);
     if (n == -1 && PyErr_Occurred()) {
         return -1;
-    }
-    if (!sockop_fast_socket(op)) {
-        PyObject *r = PyObject_CallMethod(op->sock, "recv", "n", n);
-        if (r == NULL) {
-            return sockop_would_block() ? (PyErr_Clear(), 0) : -1;
-        }
-        *result = r;
-        return 1;
     }
     if (n < 0) {
         PyErr_SetString(PyExc_ValueError, "negative buffersize in recv");
@@ -174,21 +183,18 @@ sockop_try_recv(SockOpObj *op, PyObject **result)
 static int
 sockop_try_recv_into(SockOpObj *op, PyObject **result)
 {
+    Py_buffer buf;
     if (!sockop_fast_socket(op)) {
-        PyObject *r =
-            PyObject_CallMethod(op->sock, "recv_into", "(O)", op->arg1);
-        if (r == NULL) {
-            return sockop_would_block() ? (PyErr_Clear(), 0) : -1;
-        }
-        *result = r;
-        return 1;
+        return sockop_call(result, op->sock, "recv_into", op->arg1);
+    }
+    if (PyObject_GetBuffer(op->arg1, &buf, PyBUF_WRITABLE) < 0) {
+        /* read-only, not a buffer: recv_into's own TypeError */
+        PyErr_Clear();
+        return sockop_call(result, op->sock, "recv_into", op->arg1);
     }
     int fd = sockop_fileno(op);
     if (fd == -2) {
-        return -1;
-    }
-    Py_buffer buf;
-    if (PyObject_GetBuffer(op->arg1, &buf, PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&buf);
         return -1;
     }
     ssize_t got;
@@ -212,12 +218,14 @@ sockop_try_recv_into(SockOpObj *op, PyObject **result)
     return *result ? 1 : -1;
 }
 
-/* Send from op->view starting at op->pos until done or EAGAIN. */
+/* Send from op->view starting at op->pos until done or EAGAIN: at least
+ * once, even empty data, as the stdlib's first sock.send(data) reports a
+ * closed or broken socket. */
 static int
 sockop_try_sendall(SockOpObj *op, PyObject **result)
 {
     if (!sockop_fast_socket(op)) {
-        while (op->pos < op->view.len) {
+        do {
             PyObject *mv =
                 PyMemoryView_FromMemory((char *)op->view.buf + op->pos,
                                         op->view.len - op->pos, PyBUF_READ);
@@ -233,7 +241,7 @@ sockop_try_sendall(SockOpObj *op, PyObject **result)
                 return -1;
             }
             op->pos += n;
-        }
+        } while (op->pos < op->view.len);
         *result = Py_NewRef(Py_None);
         return 1;
     }
@@ -241,23 +249,27 @@ sockop_try_sendall(SockOpObj *op, PyObject **result)
     if (fd == -2) {
         return -1;
     }
-    while (op->pos < op->view.len) {
+    for (;;) {
         ssize_t n = send(fd, (char *)op->view.buf + op->pos,
                          (size_t)(op->view.len - op->pos), MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EINTR) {
-                if (PyErr_CheckSignals() < 0) {
-                    return -1;
-                }
-                continue;
+        if (n >= 0) {
+            op->pos += n;
+            if (op->pos >= op->view.len) {
+                break;
             }
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                return 0;
-            }
-            PyErr_SetFromErrno(PyExc_OSError);
-            return -1;
+            continue;
         }
-        op->pos += n;
+        if (errno == EINTR) {
+            if (PyErr_CheckSignals() < 0) {
+                return -1;
+            }
+            continue;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            return 0;
+        }
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
     }
     *result = Py_NewRef(Py_None);
     return 1;
@@ -491,6 +503,24 @@ sockop_start_waiting(SockOpObj *op)
     return rc;
 }
 
+/* sock_recvfrom_into: `if not nbytes: nbytes = len(buf)`, as the stdlib's
+ * coroutine does when it starts. */
+static int
+sockop_prepare_recvfrom_into(SockOpObj *op)
+{
+    int truth = op->arg2 ? PyObject_IsTrue(op->arg2) : 0;
+    if (truth != 0) {
+        return truth;
+    }
+    Py_ssize_t len = PyObject_Length(op->arg1);
+    PyObject *n = len < 0 ? NULL : PyLong_FromSsize_t(len);
+    if (n == NULL) {
+        return -1;
+    }
+    Py_XSETREF(op->arg2, n);
+    return 0;
+}
+
 /* ---------------------------------------------------------- coroutine API */
 
 static int
@@ -625,6 +655,10 @@ SockOpObj_am_send(SockOpObj *op, PyObject *arg, PyObject **presult)
         }
         if (op->kind == OP_SENDALL &&
             PyObject_GetBuffer(op->arg1, &op->view, PyBUF_SIMPLE) < 0) {
+            return sockop_finish(op, -1, NULL, presult);
+        }
+        if (op->kind == OP_RECVFROM_INTO &&
+            sockop_prepare_recvfrom_into(op) < 0) {
             return sockop_finish(op, -1, NULL, presult);
         }
         rc = sockop_try(op, &result, false);
@@ -784,11 +818,32 @@ SockOpObj_clear(SockOpObj *op)
     return 0;
 }
 
+/* Like a coroutine that never ran: "coroutine ... was never awaited".
+ * (From dealloc, not tp_finalize: the warning does not refer to op, and
+ * a finalizer costs every op a call.) */
+static void
+sockop_warn_never_awaited(SockOpObj *op)
+{
+    PyObject *exc = aloop_fetch_exception();
+    if (PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
+                         "coroutine 'BaseSelectorEventLoop.%s' was never "
+                         "awaited",
+                         sockop_names[op->kind]) < 0) {
+        PyErr_WriteUnraisable(NULL);
+    }
+    if (exc != NULL) {
+        aloop_restore_exception(exc);
+    }
+}
+
 static void
 SockOpObj_dealloc(SockOpObj *op)
 {
     PyTypeObject *tp = Py_TYPE(op);
     PyObject_GC_UnTrack(op);
+    if (op->state == OP_INIT && op->loop != NULL) {
+        sockop_warn_never_awaited(op);
+    }
     (void)SockOpObj_clear(op);
     tp->tp_free(op);
     Py_DECREF(tp);
@@ -889,91 +944,119 @@ sockop_new(LoopObj *loop, sockop_kind kind, PyObject *sock, PyObject *arg1,
     return (PyObject *)op;
 }
 
+/* Each method's parameters after self, as the stdlib names them; the
+ * ones after the first `required` are optional. */
+typedef struct {
+    const char *params[3];
+    Py_ssize_t nparams, required;
+} sockop_signature;
+
+static const sockop_signature sockop_signatures[] = {
+    [OP_RECV] = {{"sock", "n"}, 2, 2},
+    [OP_RECV_INTO] = {{"sock", "buf"}, 2, 2},
+    [OP_RECVFROM] = {{"sock", "bufsize"}, 2, 2},
+    [OP_RECVFROM_INTO] = {{"sock", "buf", "nbytes"}, 3, 2},
+    [OP_SENDALL] = {{"sock", "data"}, 2, 2},
+    [OP_SENDTO] = {{"sock", "data", "address"}, 3, 3},
+    [OP_ACCEPT] = {{"sock"}, 1, 1},
+    [OP_CONNECT] = {{"sock", "address"}, 2, 2},
+};
+
+/* Bind positional and keyword arguments to the signature of `kind`, as
+ * Python binds them to the stdlib's method; out[i] is borrowed, NULL for
+ * an omitted optional parameter.  0 or -1 (TypeError). */
 static int
-sockop_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t min,
-             Py_ssize_t max)
+sockop_bind(sockop_kind kind, PyObject *const *args, Py_ssize_t nargs,
+            PyObject *kwnames, PyObject **out)
 {
-    if (nargs < min || nargs > max) {
+    const sockop_signature *sig = &sockop_signatures[kind];
+    const char *name = sockop_names[kind];
+    Py_ssize_t nparams = sig->nparams;
+    for (Py_ssize_t i = 0; i < nparams; i++) {
+        out[i] = i < nargs ? args[i] : NULL;
+    }
+    if (nargs > nparams) {
         PyErr_Format(PyExc_TypeError,
-                     "%s() takes %zd to %zd arguments (%zd given)", name, min,
-                     max, nargs);
+                     "BaseSelectorEventLoop.%s() takes %zd positional "
+                     "arguments but %zd were given",
+                     name, nparams + 1, nargs + 1);
         return -1;
+    }
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+        Py_ssize_t i = 0;
+        while (i < nparams &&
+               PyUnicode_CompareWithASCIIString(key, sig->params[i]) != 0) {
+            i++;
+        }
+        if (i == nparams) {
+            PyErr_Format(PyExc_TypeError,
+                         "BaseSelectorEventLoop.%s() got an unexpected "
+                         "keyword argument '%U'",
+                         name, key);
+            return -1;
+        }
+        if (out[i] != NULL) {
+            PyErr_Format(PyExc_TypeError,
+                         "BaseSelectorEventLoop.%s() got multiple values "
+                         "for argument '%s'",
+                         name, sig->params[i]);
+            return -1;
+        }
+        out[i] = args[nargs + k];
+    }
+    for (Py_ssize_t i = 0; i < sig->required; i++) {
+        if (out[i] == NULL) {
+            PyErr_Format(PyExc_TypeError,
+                         "BaseSelectorEventLoop.%s() missing 1 required "
+                         "positional argument: '%s'",
+                         name, sig->params[i]);
+            return -1;
+        }
     }
     return 0;
 }
 
-/* The loop methods taking (sock, arg1[, arg2]) as they are. */
 static PyObject *
 sockop_entry(LoopObj *self, sockop_kind kind, PyObject *const *args,
-             Py_ssize_t nargs, Py_ssize_t want)
+             Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (sockop_nargs(sockop_names[kind], nargs, want, want) < 0) {
+    if (kwnames == NULL && nargs == sockop_signatures[kind].nparams) {
+        return sockop_new(self, kind, args[0], nargs > 1 ? args[1] : NULL,
+                          nargs > 2 ? args[2] : NULL); /* the usual call */
+    }
+    PyObject *a[3] = {NULL, NULL, NULL};
+    if (sockop_bind(kind, args, nargs, kwnames, a) < 0) {
         return NULL;
     }
-    return sockop_new(self, kind, args[0], args[1], want > 2 ? args[2] : NULL);
+    return sockop_new(self, kind, a[0], a[1], a[2]);
 }
 
-#define SOCKOP_ENTRY(name, kind, want)                                    \
+#define SOCKOP_ENTRY(name, kind)                                          \
     static PyObject *LoopObj_##name(LoopObj *self, PyObject *const *args, \
-                                    Py_ssize_t nargs)                     \
+                                    Py_ssize_t nargs, PyObject *kwnames)  \
     {                                                                     \
-        return sockop_entry(self, kind, args, nargs, want);               \
+        return sockop_entry(self, kind, args, PyVectorcall_NARGS(nargs),  \
+                            kwnames);                                     \
     }
-SOCKOP_ENTRY(sock_recv, OP_RECV, 2)
-SOCKOP_ENTRY(sock_recv_into, OP_RECV_INTO, 2)
-SOCKOP_ENTRY(sock_recvfrom, OP_RECVFROM, 2)
-SOCKOP_ENTRY(sock_sendall, OP_SENDALL, 2)
-SOCKOP_ENTRY(sock_sendto, OP_SENDTO, 3)
-SOCKOP_ENTRY(sock_connect, OP_CONNECT, 2)
+SOCKOP_ENTRY(sock_recv, OP_RECV)
+SOCKOP_ENTRY(sock_recv_into, OP_RECV_INTO)
+SOCKOP_ENTRY(sock_recvfrom, OP_RECVFROM)
+SOCKOP_ENTRY(sock_recvfrom_into, OP_RECVFROM_INTO)
+SOCKOP_ENTRY(sock_sendall, OP_SENDALL)
+SOCKOP_ENTRY(sock_sendto, OP_SENDTO)
+SOCKOP_ENTRY(sock_connect, OP_CONNECT)
+SOCKOP_ENTRY(sock_accept, OP_ACCEPT)
 
-static PyObject *
-LoopObj_sock_recvfrom_into(LoopObj *self, PyObject *const *args,
-                           Py_ssize_t nargs)
-{
-    if (sockop_nargs("sock_recvfrom_into", nargs, 2, 3) < 0) {
-        return NULL;
-    }
-    /* nbytes=0 means len(buf); resolved lazily like the stdlib. */
-    PyObject *nbytes = nargs > 2 ? args[2] : NULL;
-    PyObject *n = NULL;
-    int truth = nbytes ? PyObject_IsTrue(nbytes) : 0;
-    if (truth < 0) {
-        return NULL;
-    }
-    if (truth) {
-        n = Py_NewRef(nbytes);
-    } else {
-        Py_ssize_t len = PyObject_Length(args[1]);
-        if (len < 0) {
-            return NULL;
-        }
-        n = PyLong_FromSsize_t(len);
-        if (n == NULL) {
-            return NULL;
-        }
-    }
-    PyObject *op = sockop_new(self, OP_RECVFROM_INTO, args[0], args[1], n);
-    Py_DECREF(n);
-    return op;
-}
-
-static PyObject *
-LoopObj_sock_accept(LoopObj *self, PyObject *sock)
-{
-    return sockop_new(self, OP_ACCEPT, sock, NULL, NULL);
-}
-
-#define SOCKOP_FASTCALL(name) \
-    {#name, (PyCFunction)(void (*)(void))LoopObj_##name, METH_FASTCALL, NULL}
+#define SOCKOP_METHOD(name)                              \
+    {#name, (PyCFunction)(void (*)(void))LoopObj_##name, \
+     METH_FASTCALL | METH_KEYWORDS, NULL}
 
 PyMethodDef aloop_sockops_methods[] = {
-    SOCKOP_FASTCALL(sock_recv),
-    SOCKOP_FASTCALL(sock_recv_into),
-    SOCKOP_FASTCALL(sock_recvfrom),
-    SOCKOP_FASTCALL(sock_recvfrom_into),
-    SOCKOP_FASTCALL(sock_sendall),
-    SOCKOP_FASTCALL(sock_sendto),
-    SOCKOP_FASTCALL(sock_connect),
-    {"sock_accept", (PyCFunction)LoopObj_sock_accept, METH_O, NULL},
+    SOCKOP_METHOD(sock_recv),     SOCKOP_METHOD(sock_recv_into),
+    SOCKOP_METHOD(sock_recvfrom), SOCKOP_METHOD(sock_recvfrom_into),
+    SOCKOP_METHOD(sock_sendall),  SOCKOP_METHOD(sock_sendto),
+    SOCKOP_METHOD(sock_connect),  SOCKOP_METHOD(sock_accept),
     {NULL, NULL, 0, NULL},
 };

@@ -3,12 +3,14 @@ standard library's checks (transport-owned fds, blocking sockets in debug
 mode, SSL sockets, closed loop)."""
 
 import asyncio
+import gc
 import hashlib
 import io
 import os
 import socket
 import ssl
 import time
+import warnings
 
 import pytest
 
@@ -1034,3 +1036,131 @@ def test_operations_on_a_closed_loop(loop, pair, udp):
         for op in ops:
             with pytest.raises(RuntimeError, match="Event loop is closed"):
                 _start(op)
+
+
+# --------------------------------------------- arguments, as Python binds them
+
+
+class Index:
+    """An integer-like object: socket methods take it through __index__."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __index__(self):
+        return self.value
+
+
+def test_sock_methods_take_keyword_arguments(loop, pair, udp):
+    """The stdlib's sock_* are plain methods: their parameters can be
+    passed by name."""
+    a, b = pair
+    u1, u2 = udp
+
+    async def main():
+        b.send(b"abcdef")
+        assert await loop.sock_recv(sock=a, n=2) == b"ab"
+        buf = bytearray(2)
+        assert await loop.sock_recv_into(a, buf=buf) == 2 and buf == b"cd"
+        await loop.sock_sendall(b, data=b"ok")
+        assert await loop.sock_recv(a, 10) == b"efok"
+        await loop.sock_sendto(u1, data=b"dg", address=u2.getsockname())
+        data, _ = await loop.sock_recvfrom(u2, bufsize=10)
+        assert data == b"dg"
+        u1.sendto(b"dgram", u2.getsockname())
+        buf = bytearray(10)
+        n, _ = await loop.sock_recvfrom_into(u2, buf, nbytes=3)
+        assert n == 3 and buf[:3] == b"dgr"
+        with listener() as lsock:
+            lsock.setblocking(False)
+            client = socket.socket()
+            client.setblocking(False)
+            with client:
+                await loop.sock_connect(client, address=lsock.getsockname())
+                conn, _ = await loop.sock_accept(sock=lsock)
+                conn.close()
+        with pytest.raises(TypeError, match="unexpected keyword"):
+            loop.sock_recv(a, size=1)
+        with pytest.raises(TypeError, match="multiple values"):
+            loop.sock_recv(a, 1, n=1)
+        with pytest.raises(TypeError, match="missing 1 required"):
+            loop.sock_recv(a)
+
+    run(loop, main())
+
+
+def test_sock_recv_size_is_converted_as_the_socket_does(loop, pair):
+    """n goes to sock.recv(): an __index__ object works, a float raises the
+    socket's TypeError when awaited, not when called."""
+    a, b = pair
+
+    async def main():
+        b.send(b"abcdef")
+        assert await loop.sock_recv(a, Index(3)) == b"abc"
+        op = loop.sock_recv(a, 1.5)
+        with pytest.raises(TypeError, match="cannot be interpreted"):
+            await op
+        assert await loop.sock_recv(a, 10) == b"def"
+
+    run(loop, main())
+
+
+@pytest.mark.parametrize("buf", [b"read-only", memoryview(b"ro"), "text"],
+                         ids=["bytes", "read-only memoryview", "str"])
+def test_sock_recv_into_a_buffer_it_cannot_write_raises_type_error(loop, pair,
+                                                                   buf):
+    a, b = pair
+
+    async def main():
+        b.send(b"x")
+        with pytest.raises(TypeError, match="read-write bytes-like object"):
+            await loop.sock_recv_into(a, buf)
+        assert await loop.sock_recv(a, 10) == b"x"
+
+    run(loop, main())
+
+
+def test_sock_recvfrom_into_takes_len_of_buf_when_awaited(loop, udp):
+    """nbytes=0 means len(buf), computed when the operation runs: a buffer
+    without a len() fails on await, as in the stdlib's coroutine."""
+    u1, u2 = udp
+
+    async def main():
+        op = loop.sock_recvfrom_into(u2, None)
+        with pytest.raises(TypeError):
+            await op
+        u1.sendto(b"abc", u2.getsockname())
+        buf = bytearray(2)
+        n, _ = await loop.sock_recvfrom_into(u2, buf)
+        assert n == 2 and buf == b"ab"
+
+    run(loop, main())
+
+
+def test_sock_sendall_of_empty_data_still_sends(loop):
+    """The stdlib's sock_sendall calls sock.send(data) once even for b"":
+    an unconnected socket reports its error."""
+    async def main():
+        with socket.socket() as sock:
+            sock.setblocking(False)
+            with pytest.raises(OSError):
+                await loop.sock_sendall(sock, b"")
+
+    run(loop, main())
+
+
+def test_unawaited_sock_operation_warns_it_was_never_awaited(loop, pair):
+    a, _ = pair
+    with pytest.warns(RuntimeWarning,
+                      match="coroutine 'BaseSelectorEventLoop.sock_recv' "
+                            "was never awaited"):
+        op = loop.sock_recv(a, 10)
+        del op
+        gc.collect()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        op = loop.sock_recv(a, 10)
+        op.close()  # closed: no warning, as for a coroutine
+        del op
+        gc.collect()
+    assert not [w for w in caught if "never awaited" in str(w.message)]
