@@ -279,12 +279,39 @@ handle_call(PyObject *cb, PyObject *args)
         return PyObject_Vectorcall(cb, ((PyTupleObject *)args)->ob_item,
                                    PyTuple_GET_SIZE(args), NULL);
     }
-    return PyObject_Call(cb, args, NULL); /* raises TypeError like *None */
+    /* _args replaced by the user: cb(*args) takes any iterable */
+    if (Py_TYPE(args)->tp_iter == NULL && !PySequence_Check(args)) {
+        return PyErr_Format(PyExc_TypeError,
+                            "Value after * must be an iterable, not %.200s",
+                            Py_TYPE(args)->tp_name);
+    }
+    PyObject *tuple = PySequence_Tuple(args);
+    PyObject *r = tuple ? PyObject_Call(cb, tuple, NULL) : NULL;
+    Py_XDECREF(tuple);
+    return r;
+}
+
+/* A slot the stdlib's _run reads was deleted (del handle._callback):
+ * its AttributeError. */
+static void
+handle_missing_slot(HandleObj *h, const char *name)
+{
+    PyErr_Format(PyExc_AttributeError, "'%.100s' object has no attribute '%s'",
+                 Py_TYPE(h)->tp_name, name);
 }
 
 int
 aloop_handle_run(HandleObj *h)
 {
+    if (h->callback == NULL || h->args == NULL) {
+        /* _run's own error handler reads them too: the error escapes */
+        handle_missing_slot(h, h->callback == NULL ? "_callback" : "_args");
+        return -1;
+    }
+    if (h->context == NULL) {
+        handle_missing_slot(h, "_context");
+        return aloop_handle_report_current(h);
+    }
     /* Beware: the callback may cancel its own handle, dropping these. */
     PyObject *cb = Py_NewRef(h->callback);
     PyObject *args = Py_NewRef(h->args);

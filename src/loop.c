@@ -159,23 +159,27 @@ aloop_loop_report_exception(LoopObj *loop, const char *message)
     return rc;
 }
 
+/* handle._cancelled: 1, 0 or -1. */
+static int
+loop_handle_cancelled(LoopObj *loop, PyObject *handle)
+{
+    if (Py_IS_TYPE(handle, loop->state->HandleType) ||
+        Py_IS_TYPE(handle, loop->state->TimerHandleType)) {
+        return ((HandleObj *)handle)->cancelled;
+    }
+    PyObject *c = PyObject_GetAttr(handle, loop->state->str_cancelled_attr);
+    int truth = c ? PyObject_IsTrue(c) : -1;
+    Py_XDECREF(c);
+    return truth;
+}
+
 /* Queue a handle unless it is cancelled (BaseEventLoop._add_callback). */
 int
 aloop_loop_push_handle(LoopObj *loop, PyObject *handle)
 {
-    if (Py_IS_TYPE(handle, loop->state->HandleType) ||
-        Py_IS_TYPE(handle, loop->state->TimerHandleType)) {
-        if (((HandleObj *)handle)->cancelled) {
-            return 0;
-        }
-    } else {
-        PyObject *c =
-            PyObject_GetAttr(handle, loop->state->str_cancelled_attr);
-        int truth = c ? PyObject_IsTrue(c) : -1;
-        Py_XDECREF(c);
-        if (truth != 0) {
-            return truth < 0 ? -1 : 0;
-        }
+    int cancelled = loop_handle_cancelled(loop, handle);
+    if (cancelled != 0) {
+        return cancelled < 0 ? -1 : 0;
     }
     int rc = aloop_readyq_push(&loop->ready, handle, NULL, 0);
     if (rc < 0) {
@@ -402,7 +406,7 @@ loop_poll(LoopObj *loop, double timeout, int *nevents)
 }
 
 static int
-loop_queue_watcher(LoopObj *loop, aloop_watcher *w, uint32_t events)
+loop_queue_watcher(LoopObj *loop, int fd, aloop_watcher *w, uint32_t events)
 {
     if (w->fn != NULL) {
         int rc = aloop_readyq_push(&loop->ready, w->obj, w->fn, events);
@@ -412,7 +416,24 @@ loop_queue_watcher(LoopObj *loop, aloop_watcher *w, uint32_t events)
         }
         return 0;
     }
-    return w->obj ? aloop_loop_push_handle(loop, w->obj) : 0;
+    if (w->obj == NULL) {
+        return 0;
+    }
+    int cancelled = loop_handle_cancelled(loop, w->obj);
+    if (cancelled == 0) {
+        return aloop_loop_push_handle(loop, w->obj);
+    }
+    if (cancelled < 0) {
+        return -1;
+    }
+    /* A reader/writer Handle cancelled while registered: removed, as the
+     * stdlib's _process_events does, or level-triggered polling would
+     * report the fd on every iteration.  (A failed removal forgets the
+     * registration anyway.) */
+    PyObject *old = NULL;
+    (void)aloop_loop_set_watcher(loop, fd, events, NULL, NULL, &old);
+    Py_XDECREF(old);
+    return 0;
 }
 
 static int
@@ -436,12 +457,14 @@ loop_process_events(LoopObj *loop, int n)
             slot->armed = 0;
         }
         if ((ev & ALOOP_READ) &&
-            loop_queue_watcher(loop, &slot->reader, ALOOP_READ) < 0) {
+            loop_queue_watcher(loop, fd, &slot->reader, ALOOP_READ) < 0) {
             return -1;
         }
-        /* The reader may not run yet, so the slot is still valid. */
-        if ((ev & ALOOP_WRITE) &&
-            loop_queue_watcher(loop, &slot->writer, ALOOP_WRITE) < 0) {
+        /* Removing a cancelled reader may have run code (its callback's
+         * deallocation) that grew the table: look the slot up again. */
+        slot = aloop_fdtable_get(&loop->fds, fd);
+        if ((ev & ALOOP_WRITE) && slot != NULL &&
+            loop_queue_watcher(loop, fd, &slot->writer, ALOOP_WRITE) < 0) {
             return -1;
         }
     }

@@ -342,3 +342,46 @@ def test_callback_holding_only_reference_to_handle(loop):
     gc.collect()
     run_once(loop)
     assert sorted(calls) == list(range(100)) + list(range(1000, 1100))
+
+
+@pytest.mark.parametrize("args, called_with", [
+    ([1, 2], (1, 2)), ("ab", ("a", "b")), ({1: "x"}, (1,)),
+], ids=["list", "str", "dict"])
+def test_replaced_args_are_unpacked_like_star_args(loop, exc_records, args,
+                                                   called_with):
+    """Handle._run calls callback(*self._args): any iterable will do."""
+    calls = []
+    h = loop.call_soon(lambda *a: calls.append(a))
+    h._args = args
+    run_once(loop)
+    assert calls == [called_with]
+
+
+def test_replaced_args_not_iterable_goes_to_the_exception_handler(
+        loop, exc_records):
+    h = loop.call_soon(lambda *a: None)
+    h._args = None
+    run_once(loop)
+    [ctx] = exc_records.take()
+    assert isinstance(ctx["exception"], TypeError)
+    assert "must be an iterable, not NoneType" in str(ctx["exception"])
+
+
+@pytest.mark.parametrize("slot", ["_callback", "_args"])
+def test_deleted_callback_or_args_raises_out_of_the_loop(loop, slot):
+    """_run's own error handling reads _callback and _args again, so the
+    AttributeError escapes run_forever()."""
+    h = loop.call_soon(lambda: None)
+    delattr(h, slot)
+    loop.call_soon(loop.stop)
+    with pytest.raises(AttributeError, match=slot):
+        loop.run_forever()
+
+
+def test_deleted_context_goes_to_the_exception_handler(loop, exc_records):
+    h = loop.call_soon(lambda: None)
+    del h._context
+    run_once(loop)
+    [ctx] = exc_records.take()
+    assert isinstance(ctx["exception"], AttributeError)
+    assert "_context" in str(ctx["exception"])

@@ -628,3 +628,24 @@ def test_replace_reader_inside_its_callback(loop, sockpair):
     wait_for_calls(loop, calls, 2)
     run_once(loop)
     assert calls == ["first", "second"]
+
+
+@pytest.mark.parametrize("which", ["reader", "writer"])
+def test_cancelled_handle_is_unregistered_when_its_fd_is_ready(loop, sockpair,
+                                                               which):
+    """A reader/writer Handle (from the private _add_reader/_add_writer
+    the stdlib's own code uses) cancelled while registered: when its fd is
+    ready, _process_events removes it instead of calling it, so the loop
+    does not wake up for it again and again."""
+    a, b = sockpair
+    calls = []
+    add = loop._add_reader if which == "reader" else loop._add_writer
+    handle = add(a.fileno(), calls.append, which)
+    handle.cancel()
+    b.send(b"x")
+    run_once(loop)
+    assert calls == []
+    assert loop.remove_reader(a) is False
+    assert loop.remove_writer(a) is False
+    with pytest.raises(KeyError):
+        loop._selector.get_key(a.fileno())
