@@ -378,10 +378,15 @@ def test_deleted_callback_or_args_raises_out_of_the_loop(loop, slot):
         loop.run_forever()
 
 
-def test_deleted_context_goes_to_the_exception_handler(loop, exc_records):
+def test_deleted_context_does_not_stop_the_loop(loop, exc_records):
+    """Without _context the handle cannot run; the loop goes on (3.11
+    reports the AttributeError through the exception handler, 3.12+ do
+    not: only survival is common to all)."""
     h = loop.call_soon(lambda: None)
     del h._context
+    calls = []
+    loop.call_soon(calls.append, "next")
     run_once(loop)
-    [ctx] = exc_records.take()
-    assert isinstance(ctx["exception"], AttributeError)
-    assert "_context" in str(ctx["exception"])
+    run_once(loop)
+    assert calls == ["next"]
+    exc_records.take()
