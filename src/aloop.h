@@ -381,7 +381,8 @@ struct LoopObj {
     aloop_poll_event *events;
     int events_cap;
 
-    char *read_buf; /* ALOOP_READ_BUF_SIZE scratch: use aloop_loop_read_buf */
+    char *read_buf;  /* ALOOP_READ_BUF_SIZE scratch: use aloop_loop_read_buf */
+    PyObject *spare; /* spare.c: a bytes object to reuse, owned, or NULL */
     aloop_sockaddr_memo sockname_memo; /* transports' local addresses */
     Py_ssize_t sock_recv_last;         /* bytes the last sock_recv brought */
     /* loopclass.c: ALOOP_HOOK masks of the methods overridden by the
@@ -479,6 +480,17 @@ void
 aloop_loop_wakeup(LoopObj *loop);
 PyObject *
 aloop_errno_error(int neg_errno); /* sets OSError, returns NULL */
+
+/* ----------------------------------------------------------------- spare.c */
+/* A new bytes object holding buf[0:n] (n > 0): the loop's spare when its
+ * allocation fits, else a fresh one. */
+PyObject *
+aloop_spare_bytes(LoopObj *loop, const char *buf, Py_ssize_t n);
+/* Drop a reference to what aloop_spare_bytes() returned, once the callback
+ * it was handed to has returned: kept as the spare if nobody else holds
+ * it. */
+void
+aloop_spare_release(LoopObj *loop, PyObject *data);
 
 /* ------------------------------------------------------------------ loop_io.c
  * add_reader & co: Python-facing readiness API. */

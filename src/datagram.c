@@ -6,7 +6,9 @@
  * to datagram_received(data, addr) with the address converted in C
  * (sockaddr.c); the batch stops early when the transport pauses, closes
  * or the socket runs dry, so order is kept and no endpoint starves the
- * others for long.  Receive errors go to error_received(exc) (ICMP errors
+ * others for long.  The data is a bytes object the loop reuses for the
+ * next datagram when the protocol kept no reference to it (spare.c).
+ * Receive errors go to error_received(exc) (ICMP errors
  * such as ECONNREFUSED on a connected endpoint), as in the stdlib.
  * Writing: sendto() tries at once; on EAGAIN the datagram is queued with
  * its address and flushed on writability, with _FlowControlMixin's
@@ -401,7 +403,9 @@ dgram_read_one(DgramObj *t, LoopObj *loop)
                      &len);
     } while (n < 0 && errno == EINTR);
     int err = errno;
-    PyObject *data = n >= 0 ? PyBytes_FromStringAndSize(buf, n) : NULL;
+    PyObject *data = n > 0    ? aloop_spare_bytes(loop, buf, n)
+                     : n == 0 ? PyBytes_FromStringAndSize(NULL, 0)
+                              : NULL;
     if (buf != loop->read_buf) {
         PyMem_Free(buf);
     }
@@ -442,7 +446,7 @@ dgram_read_one(DgramObj *t, LoopObj *loop)
         r = PyObject_CallMethod(t->protocol, "datagram_received", "OO", data,
                                 addr);
     }
-    Py_DECREF(data);
+    aloop_spare_release(loop, data);
     Py_DECREF(addr);
     Py_XDECREF(r);
     return r ? 1 : -1;

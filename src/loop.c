@@ -1264,6 +1264,7 @@ LoopObj_close(LoopObj *self, PyObject *Py_UNUSED(ignored))
     }
     aloop_fdtable_clear(&self->fds);
     Py_CLEAR(self->io_fileobjs);
+    Py_CLEAR(self->spare);
     aloop_poller_close(&self->poller);
     if (self->wakeup_fd >= 0) {
         close(self->wakeup_fd);
@@ -1394,6 +1395,7 @@ LoopObj_clear(LoopObj *self)
     Py_CLEAR(self->dict);
     Py_CLEAR(self->signal_handlers);
     Py_CLEAR(self->io_fileobjs);
+    Py_CLEAR(self->spare);
     Py_CLEAR(self->current_handle);
     Py_CLEAR(self->old_agen_hooks);
     aloop_sockaddr_memo_clear(&self->sockname_memo);

@@ -9,7 +9,9 @@
  *   - connection_made, the start of reading and the creator's waiter are
  *     queued in that order (internal ready-queue events, no Handles);
  *   - one read per readiness event: Protocol gets data_received(bytes)
- *     from a per-loop 256 KiB scratch buffer, or, once a read has brought
+ *     copied from a per-loop 256 KiB scratch buffer into the loop's spare
+ *     bytes object when the last protocol kept no reference to it
+ *     (spare.c), else into a new one; or, once a read has brought
  *     ALOOP_DIRECT_READ bytes or more, received straight into a bytes
  *     object sized by FIONREAD (no copy of large reads); BufferedProtocol
  *     gets get_buffer(-1)/recv_into/buffer_updated(n); protocol methods
@@ -328,7 +330,7 @@ stream_read_ready(LoopObj *loop, PyObject *owner, uint32_t ev)
             T(t), err, "Fatal read error on socket transport");
     }
     if (data == NULL) {
-        data = PyBytes_FromStringAndSize(buf, n);
+        data = aloop_spare_bytes(loop, buf, n);
     } else if (n < want) {
         (void)_PyBytes_Resize(&data, n);
     }
@@ -343,10 +345,12 @@ stream_read_ready(LoopObj *loop, PyObject *owner, uint32_t ev)
         t->data_received
             ? PyObject_CallOneArg(t->data_received, data)
             : PyObject_CallMethod(t->protocol, "data_received", "(O)", data);
-    Py_DECREF(data);
-    return stream_callback_done(
+    /* after the held writes went out: they may hold `data` */
+    int rc = stream_callback_done(
         t, r, was_corking,
         "Fatal error: protocol.data_received() call failed.");
+    aloop_spare_release(loop, data);
+    return rc;
 }
 
 /* -------------------------------------------------------------- writing */

@@ -21,6 +21,7 @@ import shutil
 import socket
 import ssl
 import struct
+import sys
 import tempfile
 
 from _aloop_support import TIMEOUT, run  # noqa: F401  (re-exported)
@@ -346,6 +347,41 @@ class RecordingProtocol(LifecycleRecorder, asyncio.Protocol):
         await self.wait(lambda: len(self.data) >= n or self.is_lost,
                         timeout, f"{n} bytes")
         assert len(self.data) >= n, self
+
+
+# Sizes close to each other, for ReceivedBytes: the third of every three
+# is dropped, and the next one is larger (within the same 16-byte malloc
+# size class), smaller or the same; also one to three bytes.
+RECEIVED_SIZES = [1024, 1024, 1024, 1030, 1024, 1039, 1024, 1030, 1031,
+                  1025, 2, 1, 3, 10000, 10000, 10010, 10000, 10015, 10001,
+                  1024]
+
+
+class ReceivedBytes:
+    """What a protocol does with the bytes objects it receives, for tests
+    of the read path (a loop may reuse the object of a read nobody kept for
+    the next one): each object must look freshly made, its hash and size
+    those of an equal new object; of every three, the first is kept, the
+    second only through a memoryview, the third dropped."""
+
+    def __init__(self):
+        self.count, self.kept, self.views = 0, [], []
+
+    def take(self, data):
+        assert type(data) is bytes, type(data)
+        fresh = bytes(bytearray(data))
+        assert hash(data) == hash(fresh)
+        assert sys.getsizeof(data) == sys.getsizeof(fresh)
+        if self.count % 3 == 0:
+            self.kept.append(data)
+        elif self.count % 3 == 1:
+            self.views.append(memoryview(data))
+        self.count += 1
+
+    def check(self, sent):
+        """What was kept still holds what was sent."""
+        assert self.kept == sent[0::3]
+        assert [bytes(v) for v in self.views] == sent[1::3]
 
 
 async def connect_to_raw_peer(loop, protocol_factory, family=socket.AF_INET,

@@ -33,9 +33,9 @@ from asyncio import selector_events
 import pytest
 
 from _aloop_support import describe, run_child
-from _net_support import (LOCALHOST4, LOCALHOST6, TIMEOUT, LifecycleRecorder,
-                          Notifier, run, spin, unix_dir,
-                          unix_path)  # noqa: F401 (fixtures)
+from _net_support import (LOCALHOST4, LOCALHOST6, RECEIVED_SIZES, TIMEOUT,
+                          LifecycleRecorder, Notifier, ReceivedBytes, run,
+                          spin, unix_dir, unix_path)  # noqa: F401 (fixtures)
 
 FAMILIES = ["udp4", "udp6", "unix"]
 
@@ -1231,6 +1231,42 @@ def test_max_size_cuts_longer_datagrams(loop, unix_dir):
             peer.sendto(b"ab", tr.get_extra_info("sockname"))
             await proto.wait_datagrams(2)
             assert proto.data == [b"0123", b"ab"]
+            await close_and_wait(tr, proto)
+
+    run(loop, main())
+
+
+class CheckingDgramProto(DgramProto):
+    def __init__(self):
+        super().__init__()
+        self.received = ReceivedBytes()
+
+    def datagram_received(self, data, addr):
+        self.received.take(data)  # and no other reference to data
+        self._notify()
+
+    async def wait_received(self, n):
+        await self.wait(lambda: self.received.count >= n, what=f"{n} reads")
+
+
+@pytest.mark.parametrize("family", ["udp4", "unix"])
+def test_received_bytes_stay_intact_and_fresh(loop, family, unix_dir):
+    """Bursts of datagrams of close sizes (read several per wake-up): the
+    ones a protocol keeps (directly or through a memoryview) still hold
+    their own data after later ones, and each one hashes and sizes as a
+    new bytes object would."""
+    async def main():
+        with RawDgram(loop, bound_socket(family, unix_dir, "peer")) as peer:
+            tr, proto = await endpoint(loop, CheckingDgramProto,
+                                       **local_kwargs(family, unix_dir))
+            sent = [bytes([i + 1]) * size
+                    for i, size in enumerate(RECEIVED_SIZES)]
+            # 8 at a time: a Unix datagram socket queues 10 at most
+            for i, msg in enumerate(sent, 1):
+                peer.sendto(msg, tr.get_extra_info("sockname"))
+                if i % 8 == 0 or i == len(sent):
+                    await proto.wait_received(i)
+            proto.received.check(sent)
             await close_and_wait(tr, proto)
 
     run(loop, main())

@@ -16,7 +16,8 @@ import pytest
 
 from _net_support import (BIG, LOCALHOST4, LOCALHOST6, Notifier,
                           RecordingProtocol, connect_to_raw_peer,
-                          fill_pattern, run, set_linger_reset, spin,
+                          RECEIVED_SIZES, ReceivedBytes, fill_pattern, run,
+                          set_linger_reset, spin,
                           unix_dir, unix_path)  # noqa: F401 (fixtures)
 
 
@@ -768,6 +769,44 @@ def test_large_read_in_several_data_received(loop):
             assert proto.lost_exc is None
             # Each read is at most the stdlib's max_size (256 KiB).
             assert proto.events.count("data") >= len(data) // (256 * 1024)
+
+    run(loop, main())
+
+
+class CheckingEcho(asyncio.Protocol, Notifier):
+    """Echoes each read, after ReceivedBytes has checked and kept it."""
+
+    def __init__(self):
+        self.received = ReceivedBytes()
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.received.take(data)
+        self.transport.write(data)
+        self._notify()
+
+
+def test_received_bytes_stay_intact_and_fresh(loop):
+    """Reads delivered one after the other, each echoed: the ones a
+    protocol keeps (directly or through a memoryview) still hold their own
+    data after later reads of the same size, and each one hashes and
+    sizes as a new bytes object would."""
+    async def main():
+        tr, proto, peer = await connect(loop, CheckingEcho)
+        with peer:
+            sent, total = [], 0
+            for i, size in enumerate(RECEIVED_SIZES):
+                msg = bytes([i + 1]) * size
+                sent.append(msg)
+                peer.send(msg)
+                total += size
+                await peer.read_at_least(total)
+                assert proto.received.count == i + 1  # one read each
+            assert bytes(peer.data) == b"".join(sent)
+            proto.received.check(sent)
+            tr.close()
 
     run(loop, main())
 
