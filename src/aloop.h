@@ -514,6 +514,12 @@ enum {
     ALOOP_HOOK_ACCEPT_CONNECTION,
     ALOOP_HOOK_ACCEPT_CONNECTION2,
     ALOOP_HOOK_MAKE_SOCKET_TRANSPORT,
+    ALOOP_HOOK_RUN_ONCE, /* run_forever's iteration */
+#if PY_VERSION_HEX >= 0x030D0000
+    /* 3.13's run_forever calls these two for loop subclasses to reuse */
+    ALOOP_HOOK_RUN_FOREVER_SETUP,
+    ALOOP_HOOK_RUN_FOREVER_CLEANUP,
+#endif
     ALOOP_HOOK_COUNT
 };
 #define ALOOP_HOOK(h) (1u << (h))

@@ -7,8 +7,12 @@
  * order; queue the timers due before now + clock resolution; run exactly
  * the entries queued at that point, skipping cancelled handles.
  *
- * Invariants: `running` is true only inside run_forever, which restores the
- * running loop, asyncgen hooks and origin tracking on every exit path.
+ * Invariants: `running` is true only between a run_forever setup and its
+ * cleanup (run_forever's own, or 3.13's _run_forever_setup/_cleanup that
+ * a subclass calls, or its `_thread_id` assignments, the stdlib's
+ * is_running()); run_forever restores the running loop, asyncgen hooks and
+ * origin tracking on every exit path, and leaves them alone when it
+ * refuses to start.
  * The ready queue, timer heap and fd table are only mutated with the GIL
  * held; the GIL is released only around the poller wait.  `polling` is set
  * (under the GIL) before the wait, so call_soon_threadsafe writes to the
@@ -684,6 +688,12 @@ loop_set_origin_tracking(LoopObj *loop, bool enabled)
     return r ? 0 : -1;
 }
 
+static void
+loop_run_forever_cleanup(LoopObj *loop);
+
+/* BaseEventLoop._run_forever_setup.  A failed check (closed, this loop or
+ * another already running) changes nothing, so a loop running further up
+ * the stack stays running; a later failure undoes what was done. */
 static int
 loop_run_forever_setup(LoopObj *loop)
 {
@@ -694,7 +704,7 @@ loop_run_forever_setup(LoopObj *loop)
     }
     PyObject *hooks = PyObject_CallNoArgs(st->get_asyncgen_hooks);
     if (hooks == NULL) {
-        return -1;
+        goto error;
     }
     Py_XSETREF(loop->old_agen_hooks, hooks);
     loop->thread_id = PyThread_get_thread_ident();
@@ -716,74 +726,153 @@ loop_run_forever_setup(LoopObj *loop)
     Py_XDECREF(firstiter);
     Py_XDECREF(finalizer);
     if (r == NULL) {
-        return -1;
+        goto error;
     }
     Py_DECREF(r);
     r = PyObject_CallMethodOneArg(st->events, st->str_set_running_loop,
                                   (PyObject *)loop);
-    Py_XDECREF(r);
-    return r ? 0 : -1;
+    if (r == NULL) {
+        goto error;
+    }
+    Py_DECREF(r);
+    return 0;
+error:
+    loop_run_forever_cleanup(loop);
+    return -1;
 }
 
-/* Undo loop_run_forever_setup; keeps a pending exception (chaining any
- * error of its own to it, like a `finally:` block). */
-static void
-loop_run_forever_cleanup(LoopObj *loop)
+/* BaseEventLoop._run_forever_cleanup: undo loop_run_forever_setup; 0, or
+ * -1 with an exception. */
+static int
+loop_run_forever_undo(LoopObj *loop)
 {
     aloop_state *st = loop->state;
-    PyObject *pending = PyErr_Occurred() ? aloop_fetch_exception() : NULL;
     loop->stopping = false;
     loop->running = false;
     loop->thread_id = 0;
     PyObject *r = PyObject_CallMethodOneArg(st->events,
                                             st->str_set_running_loop, Py_None);
-    Py_XDECREF(r);
-    if (r != NULL && loop_set_origin_tracking(loop, false) == 0) {
-        PyObject *hooks = loop->old_agen_hooks;
-        loop->old_agen_hooks = NULL;
-        if (hooks != NULL) {
-            r = PyObject_Call(st->set_asyncgen_hooks, hooks, NULL);
-            Py_XDECREF(r);
-            Py_DECREF(hooks);
-        }
+    if (r == NULL || loop_set_origin_tracking(loop, false) < 0) {
+        Py_XDECREF(r);
+        return -1;
     }
-    if (pending != NULL) {
-        if (PyErr_Occurred()) {
-            PyObject *mine = aloop_fetch_exception();
-            PyException_SetContext(mine, pending);
-            aloop_restore_exception(mine);
-        } else {
-            aloop_restore_exception(pending);
-        }
+    Py_DECREF(r);
+    PyObject *hooks = loop->old_agen_hooks;
+    loop->old_agen_hooks = NULL;
+    if (hooks != NULL) {
+        r = PyObject_Call(st->set_asyncgen_hooks, hooks, NULL);
+        Py_XDECREF(r);
+        Py_DECREF(hooks);
+        return r ? 0 : -1;
     }
+    return 0;
+}
+
+/* Make `pending` (an exception fetched before a `finally:` block's work,
+ * or NULL) current again; an error of that work replaces it, with
+ * `pending` as its __context__, as in Python. */
+static void
+loop_keep_pending(PyObject *pending)
+{
+    if (pending == NULL) {
+        return;
+    }
+    if (PyErr_Occurred()) {
+        PyObject *mine = aloop_fetch_exception();
+        PyException_SetContext(mine, pending);
+        aloop_restore_exception(mine);
+    } else {
+        aloop_restore_exception(pending);
+    }
+}
+
+/* loop_run_forever_undo in a `finally:` block: keeps a pending exception. */
+static void
+loop_run_forever_cleanup(LoopObj *loop)
+{
+    PyObject *pending = PyErr_Occurred() ? aloop_fetch_exception() : NULL;
+    (void)loop_run_forever_undo(loop);
+    loop_keep_pending(pending);
 }
 
 /* -------------------------------------------------------- Python methods */
 
+/* self.<hook>() where a subclass overrides it (loopclass.c), else `fn`:
+ * 0 or -1. */
+static int
+loop_run_hook(LoopObj *loop, int hook, int (*fn)(LoopObj *))
+{
+    int overridden = aloop_loop_overrides(loop, ALOOP_HOOK(hook));
+    if (overridden <= 0) {
+        return overridden < 0 ? -1 : fn(loop);
+    }
+    PyObject *r = PyObject_CallMethodNoArgs(
+        (PyObject *)loop, PyTuple_GET_ITEM(loop->state->hook_names, hook));
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
+#if PY_VERSION_HEX >= 0x030D0000
+static int
+loop_cleanup_hook(LoopObj *loop)
+{
+    PyObject *pending = PyErr_Occurred() ? aloop_fetch_exception() : NULL;
+    int rc = loop_run_hook(loop, ALOOP_HOOK_RUN_FOREVER_CLEANUP,
+                           loop_run_forever_undo);
+    loop_keep_pending(pending);
+    return rc;
+}
+#endif
+
 static PyObject *
 LoopObj_run_forever(LoopObj *self, PyObject *Py_UNUSED(ignored))
 {
-    if (loop_run_forever_setup(self) < 0) {
-        if (self->running) {
-            loop_run_forever_cleanup(self);
-        }
+    /* As the stdlib's: setup, self._run_once() until stopping, cleanup
+     * (3.13: through self, for subclasses); the C calls when nothing is
+     * overridden. */
+#if PY_VERSION_HEX >= 0x030D0000
+    if (loop_run_hook(self, ALOOP_HOOK_RUN_FOREVER_SETUP,
+                      loop_run_forever_setup) < 0) {
         return NULL;
     }
+#else
+    if (loop_run_forever_setup(self) < 0) {
+        return NULL;
+    }
+#endif
     Py_INCREF(self); /* a callback may drop the last other reference */
     int rc = 0;
     for (;;) {
-        rc = loop_run_once(self);
+        rc = loop_run_hook(self, ALOOP_HOOK_RUN_ONCE, loop_run_once);
         if (rc < 0 || self->stopping) {
             break;
         }
     }
+#if PY_VERSION_HEX >= 0x030D0000
+    (void)loop_cleanup_hook(self);
+#else
     loop_run_forever_cleanup(self);
+#endif
     Py_DECREF(self);
-    if (rc < 0 || PyErr_Occurred()) {
+    if (PyErr_Occurred()) {
         return NULL;
     }
     Py_RETURN_NONE;
 }
+
+#if PY_VERSION_HEX >= 0x030D0000
+static PyObject *
+LoopObj__run_forever_setup(LoopObj *self, PyObject *Py_UNUSED(ignored))
+{
+    return loop_run_forever_setup(self) < 0 ? NULL : Py_NewRef(Py_None);
+}
+
+static PyObject *
+LoopObj__run_forever_cleanup(LoopObj *self, PyObject *Py_UNUSED(ignored))
+{
+    return loop_run_forever_undo(self) < 0 ? NULL : Py_NewRef(Py_None);
+}
+#endif
 
 static PyObject *
 LoopObj__run_once(LoopObj *self, PyObject *Py_UNUSED(ignored))
@@ -1461,6 +1550,38 @@ LoopObj_get_thread_id(LoopObj *self, void *c)
     return PyLong_FromUnsignedLong(self->thread_id);
 }
 
+/* The stdlib's is_running() is `_thread_id is not None`: code that sets
+ * it (a subclass reimplementing _run_forever_setup) starts or ends that. */
+static int
+LoopObj_set_thread_id(LoopObj *self, PyObject *v, void *c)
+{
+    if (v == NULL || v == Py_None) {
+        self->running = false;
+        self->thread_id = 0;
+        return 0;
+    }
+    unsigned long id = PyLong_AsUnsignedLong(v);
+    if (id == (unsigned long)-1 && PyErr_Occurred()) {
+        return -1;
+    }
+    self->thread_id = id;
+    self->running = true;
+    return 0;
+}
+
+static PyObject *
+LoopObj_get_old_agen_hooks(LoopObj *self, void *c)
+{
+    return Py_NewRef(self->old_agen_hooks ? self->old_agen_hooks : Py_None);
+}
+
+static int
+LoopObj_set_old_agen_hooks(LoopObj *self, PyObject *v, void *c)
+{
+    Py_XSETREF(self->old_agen_hooks, v == Py_None ? NULL : Py_XNewRef(v));
+    return 0;
+}
+
 static PyObject *
 LoopObj_get_current_handle(LoopObj *self, void *c)
 {
@@ -1493,7 +1614,10 @@ static PyGetSetDef LoopObj_getset[] = {
      (setter)LoopObj_setattr_stopping, NULL, NULL},
     {"_debug", (getter)LoopObj_getattr_debug, (setter)LoopObj_setattr_debug,
      NULL, NULL},
-    {"_thread_id", (getter)LoopObj_get_thread_id, NULL, NULL, NULL},
+    {"_thread_id", (getter)LoopObj_get_thread_id,
+     (setter)LoopObj_set_thread_id, NULL, NULL},
+    {"_old_agen_hooks", (getter)LoopObj_get_old_agen_hooks,
+     (setter)LoopObj_set_old_agen_hooks, NULL, NULL},
     {"_current_handle", (getter)LoopObj_get_current_handle, NULL, NULL, NULL},
     {"_signal_handlers", (getter)LoopObj_get_signal_handlers, NULL, NULL,
      NULL},
@@ -1517,6 +1641,12 @@ static PyMemberDef LoopObj_members[] = {
 static PyMethodDef LoopObj_methods[] = {
     {"run_forever", (PyCFunction)LoopObj_run_forever, METH_NOARGS, NULL},
     {"_run_once", (PyCFunction)LoopObj__run_once, METH_NOARGS, NULL},
+#if PY_VERSION_HEX >= 0x030D0000
+    {"_run_forever_setup", (PyCFunction)LoopObj__run_forever_setup,
+     METH_NOARGS, NULL},
+    {"_run_forever_cleanup", (PyCFunction)LoopObj__run_forever_cleanup,
+     METH_NOARGS, NULL},
+#endif
     {"stop", (PyCFunction)LoopObj_stop, METH_NOARGS, NULL},
     {"close", (PyCFunction)LoopObj_close, METH_NOARGS, NULL},
     {"is_running", (PyCFunction)LoopObj_is_running, METH_NOARGS, NULL},

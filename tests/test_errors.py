@@ -1,6 +1,7 @@
 """Errors: exceptions in callbacks, misuse of the loop API.  Never a crash."""
 
 import asyncio
+import inspect
 import logging
 import math
 import os
@@ -350,6 +351,39 @@ def test_run_other_loop_while_running(loop, loop_factory):
     finally:
         other.close()
     assert errors == ["Cannot run the event loop while another loop is running"]
+
+
+def _stdlib_cleans_up_a_refused_run_forever():
+    """CPython 3.13's first releases run the cleanup of a run_forever()
+    whose setup refused to run (gh-130145, fixed since): the loop running
+    further up the stack is no longer the running loop."""
+    src = inspect.getsource(asyncio.BaseEventLoop.run_forever)
+    return "try:\n            self._run_forever_setup()" in src
+
+
+@pytest.mark.parametrize("which", ["same", "other"])
+def test_refused_run_forever_leaves_the_running_loop_running(
+        request, loop, loop_kind, loop_factory, which):
+    if loop_kind == "asyncio" and _stdlib_cleans_up_a_refused_run_forever():
+        request.applymarker(pytest.mark.xfail(
+            strict=True, reason="CPython gh-130145 (fixed in later 3.13)"))
+    other = loop_factory() if which == "other" else loop
+    seen = []
+
+    def inner():
+        with pytest.raises(RuntimeError):
+            other.run_forever()
+        seen.append((loop.is_running(), asyncio.get_running_loop() is loop,
+                     loop._thread_id == threading.get_ident()))
+
+    try:
+        loop.call_soon(inner)
+        run_once(loop)
+    finally:
+        if other is not loop:
+            other.close()
+    assert seen == [(True, True, True)]
+    assert not loop.is_running() and loop._thread_id is None
 
 
 def test_close_running_loop_from_thread_refused(loop):

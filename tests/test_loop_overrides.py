@@ -1,11 +1,13 @@
 """A loop subclass that overrides a method the stdlib's own code calls
 through self -- create_future (which the sock_* methods wait on), the
 accept loop's _accept_connection, _accept_connection2 and
-_make_socket_transport -- has the override called, as on stock asyncio.
-(An overridden time() is in test_timers.)"""
+_make_socket_transport, run_forever's _run_once and (3.13) its
+_run_forever_setup/_run_forever_cleanup -- has the override called, as on
+stock asyncio.  (An overridden time() is in test_timers.)"""
 
 import asyncio
 import socket
+import sys
 import threading
 from unittest import mock
 
@@ -218,3 +220,104 @@ def test_server_readiness_runs_overridden_accept_connection(subclass_loop):
     loop = subclass_loop(_accept_connection=_accept_connection)
     assert serve_and_echo(loop) == b"ping"
     assert len(calls) >= 1
+
+
+# ------------------------------------------------------------- run_forever
+
+PY313 = sys.version_info >= (3, 13)
+
+
+def test_run_forever_runs_overridden_run_once(subclass_loop):
+    """BaseEventLoop.run_forever calls self._run_once() per iteration."""
+    def _run_once(self):
+        self.iterations += 1
+        super(type(self), self)._run_once()
+
+    loop = subclass_loop(_run_once=_run_once)
+    loop.iterations = 0
+
+    async def main():
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return "done"
+
+    assert loop.run_until_complete(main()) == "done"
+    assert loop.iterations >= 4
+
+
+def test_run_forever_runs_instance_patched_run_once(subclass_loop):
+    loop = subclass_loop()
+    calls = []
+    original = loop._run_once
+
+    def counting():
+        calls.append(None)
+        original()
+
+    with mock.patch.object(loop, "_run_once", counting):
+        loop.run_until_complete(asyncio.sleep(0))
+    assert len(calls) >= 2
+    n = len(calls)
+    loop.run_until_complete(asyncio.sleep(0))
+    assert len(calls) == n
+
+
+@pytest.mark.skipif(not PY313, reason="_run_forever_setup/_cleanup are 3.13's")
+def test_run_forever_runs_overridden_setup_and_cleanup(subclass_loop):
+    def _run_forever_setup(self):
+        self.calls.append(("setup", asyncio._get_running_loop()))
+        super(type(self), self)._run_forever_setup()
+
+    def _run_forever_cleanup(self):
+        self.calls.append(("cleanup", asyncio._get_running_loop()))
+        super(type(self), self)._run_forever_cleanup()
+
+    loop = subclass_loop(_run_forever_setup=_run_forever_setup,
+                         _run_forever_cleanup=_run_forever_cleanup)
+    loop.calls = []
+    loop.run_until_complete(asyncio.sleep(0))
+    assert loop.calls == [("setup", None), ("cleanup", loop)]
+    assert asyncio._get_running_loop() is None
+
+
+@pytest.mark.skipif(not PY313, reason="_run_forever_setup/_cleanup are 3.13's")
+def test_subclass_drives_the_loop_with_setup_run_once_cleanup(subclass_loop):
+    """What a GUI integration does on 3.13: its own run_forever made of
+    _run_forever_setup(), _run_once() until _stopping, and
+    _run_forever_cleanup(); tasks, timers and async generator finalization
+    work, and the loop's running state is set inside and cleared after."""
+    def run_forever(self):
+        self._run_forever_setup()
+        try:
+            while not self._stopping:
+                self._run_once()
+        finally:
+            self._run_forever_cleanup()
+
+    loop = subclass_loop(run_forever=run_forever)
+    hooks_before = sys.get_asyncgen_hooks()
+    closed = []
+
+    async def agen():
+        try:
+            yield 1
+            yield 2
+        finally:
+            closed.append(True)
+
+    async def main():
+        assert loop.is_running()
+        assert asyncio.get_running_loop() is loop
+        assert loop._thread_id == threading.get_ident()
+        assert sys.get_asyncgen_hooks() != hooks_before
+        async for _ in agen():
+            break
+        await asyncio.sleep(0.01)
+        await loop.shutdown_asyncgens()
+        return "done"
+
+    assert loop.run_until_complete(main()) == "done"
+    assert closed == [True]
+    assert not loop.is_running() and loop._thread_id is None
+    assert asyncio._get_running_loop() is None
+    assert sys.get_asyncgen_hooks() == hooks_before
