@@ -177,6 +177,33 @@ aloop_logger(PyObject *module);
 int
 aloop_log(PyObject *module, const char *level, const char *fmt, PyObject *arg);
 
+/* ------------------------------------------------------------------ args.c */
+#define ALOOP_MAX_PARAMS 4
+
+/* The signature of the stdlib method a C method stands in for. */
+typedef struct {
+    const char *owner; /* the stdlib class named in errors: BaseEventLoop */
+    const char *name;
+    const char *params[ALOOP_MAX_PARAMS]; /* positional-or-keyword */
+    Py_ssize_t nparams, required; /* the ones after `required` optional */
+    bool varargs;                 /* *args after the parameters */
+    const char *kwonly;           /* one keyword-only parameter, or NULL */
+} aloop_signature;
+
+/* Borrowed from the call's vector; NULL for an omitted parameter. */
+typedef struct {
+    PyObject *params[ALOOP_MAX_PARAMS];
+    PyObject *const *rest; /* *args */
+    Py_ssize_t nrest;
+    PyObject *kwonly;
+} aloop_bound_args;
+
+/* Bind a vectorcall's arguments as Python binds them to `sig`: 0, or -1
+ * with the interpreter's TypeError. */
+int
+aloop_bind_args(const aloop_signature *sig, PyObject *const *args,
+                Py_ssize_t nargs, PyObject *kwnames, aloop_bound_args *out);
+
 /* ---------------------------------------------------------------- handle.c
  * HandleObj mirrors the layout of asyncio.Handle's and asyncio.TimerHandle's
  * __slots__ (sorted by name, as type() lays them out); module init checks

@@ -926,40 +926,51 @@ LoopObj_get_debug(LoopObj *self, PyObject *Py_UNUSED(ignored))
     return PyBool_FromLong(self->debug);
 }
 
-/* Parse `([first,] callback, *args, context=None)`; `first` names the
- * leading positional parameter of call_later/call_at, or is NULL. */
+/* A call of call_soon & co, `([first,] callback, *args, context=None)`. */
+typedef struct {
+    PyObject *first; /* call_later's delay, call_at's when; else NULL */
+    PyObject *callback;
+    PyObject *const *args;
+    Py_ssize_t nargs;
+    PyObject *context; /* or NULL */
+} loop_callargs;
+
+/* Bind a call of `meth` to `([first,] callback, *args, context=None)`;
+ * `first` names the leading parameter of call_later/call_at, or is NULL.
+ * The usual calls (positional, maybe context=) take the short way. */
 static int
 loop_parse_callback(const char *meth, const char *first, PyObject *const *args,
-                    Py_ssize_t nargs, PyObject *kwnames, PyObject **context)
+                    Py_ssize_t nargs, PyObject *kwnames, loop_callargs *c)
 {
-    *context = NULL;
     Py_ssize_t need = first ? 2 : 1;
-    if (nargs < need) {
-        if (nargs == 0 && first) {
-            PyErr_Format(PyExc_TypeError,
-                         "%s() missing 2 required positional arguments: "
-                         "'%s' and 'callback'",
-                         meth, first);
-        } else {
-            PyErr_Format(PyExc_TypeError,
-                         "%s() missing 1 required positional argument: "
-                         "'callback'",
-                         meth);
-        }
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs >= need &&
+        (nkw == 0 ||
+         (nkw == 1 && PyUnicode_CompareWithASCIIString(
+                          PyTuple_GET_ITEM(kwnames, 0), "context") == 0))) {
+        c->first = first ? args[0] : NULL;
+        c->callback = args[need - 1];
+        c->args = args + need;
+        c->nargs = nargs - need;
+        c->context = nkw ? args[nargs] : NULL;
+        return 0;
+    }
+    aloop_signature sig = {"BaseEventLoop",
+                           meth,
+                           {first ? first : "callback", "callback"},
+                           need,
+                           need,
+                           true,
+                           "context"};
+    aloop_bound_args a;
+    if (aloop_bind_args(&sig, args, nargs, kwnames, &a) < 0) {
         return -1;
     }
-    if (kwnames != NULL) {
-        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
-            PyObject *name = PyTuple_GET_ITEM(kwnames, i);
-            if (PyUnicode_CompareWithASCIIString(name, "context") != 0) {
-                PyErr_Format(PyExc_TypeError,
-                             "%s() got an unexpected keyword argument '%S'",
-                             meth, name);
-                return -1;
-            }
-            *context = args[nargs + i];
-        }
-    }
+    c->first = first ? a.params[0] : NULL;
+    c->callback = a.params[need - 1];
+    c->args = a.rest;
+    c->nargs = a.nrest;
+    c->context = a.kwonly;
     return 0;
 }
 
@@ -983,20 +994,21 @@ static HandleObj *
 loop_new_handle(LoopObj *self, const char *meth, PyObject *const *args,
                 Py_ssize_t nargs, PyObject *kwnames, bool check_thread)
 {
-    PyObject *context;
-    if (loop_parse_callback(meth, NULL, args, nargs, kwnames, &context) < 0 ||
+    loop_callargs c;
+    if (loop_parse_callback(meth, NULL, args, nargs, kwnames, &c) < 0 ||
         aloop_loop_check_closed(self) < 0) {
         return NULL;
     }
-    if (self->debug && ((check_thread && aloop_loop_check_thread(self) < 0) ||
-                        aloop_loop_check_callback(self, args[0], meth) < 0)) {
+    if (self->debug &&
+        ((check_thread && aloop_loop_check_thread(self) < 0) ||
+         aloop_loop_check_callback(self, c.callback, meth) < 0)) {
         return NULL;
     }
-    PyObject *cbargs = loop_pack_args(self->state, args + 1, nargs - 1);
+    PyObject *cbargs = loop_pack_args(self->state, c.args, c.nargs);
     if (cbargs == NULL) {
         return NULL;
     }
-    HandleObj *h = aloop_handle_new(self, args[0], cbargs, context);
+    HandleObj *h = aloop_handle_new(self, c.callback, cbargs, c.context);
     Py_DECREF(cbargs);
     if (h != NULL) {
         int rc = aloop_readyq_push(&self->ready, (PyObject *)h, NULL, 0);
@@ -1029,23 +1041,25 @@ LoopObj_call_soon_threadsafe(LoopObj *self, PyObject *const *args,
     return (PyObject *)h;
 }
 
-/* call_at/call_later after `when` is known: args[0] is the callback. */
+/* call_at/call_later once `when` is known. */
 static PyObject *
 loop_schedule_timer(LoopObj *self, double when, const char *meth,
-                    PyObject *const *args, Py_ssize_t nargs, PyObject *context)
+                    const loop_callargs *c)
 {
     if (aloop_loop_check_closed(self) < 0) {
         return NULL;
     }
-    if (self->debug && (aloop_loop_check_thread(self) < 0 ||
-                        aloop_loop_check_callback(self, args[0], meth) < 0)) {
+    if (self->debug &&
+        (aloop_loop_check_thread(self) < 0 ||
+         aloop_loop_check_callback(self, c->callback, meth) < 0)) {
         return NULL;
     }
-    PyObject *cbargs = loop_pack_args(self->state, args + 1, nargs - 1);
+    PyObject *cbargs = loop_pack_args(self->state, c->args, c->nargs);
     if (cbargs == NULL) {
         return NULL;
     }
-    HandleObj *t = aloop_timerhandle_new(self, when, args[0], cbargs, context);
+    HandleObj *t =
+        aloop_timerhandle_new(self, when, c->callback, cbargs, c->context);
     Py_DECREF(cbargs);
     if (t == NULL) {
         return NULL;
@@ -1063,12 +1077,12 @@ static PyObject *
 LoopObj_call_later(LoopObj *self, PyObject *const *args, Py_ssize_t nargs,
                    PyObject *kwnames)
 {
-    PyObject *context;
-    if (loop_parse_callback("call_later", "delay", args, nargs, kwnames,
-                            &context) < 0) {
+    loop_callargs c;
+    if (loop_parse_callback("call_later", "delay", args, nargs, kwnames, &c) <
+        0) {
         return NULL;
     }
-    PyObject *delay = args[0];
+    PyObject *delay = c.first;
     double when, t;
     if (delay == Py_None) {
         PyErr_SetString(PyExc_TypeError, "delay must not be None");
@@ -1099,31 +1113,28 @@ LoopObj_call_later(LoopObj *self, PyObject *const *args, Py_ssize_t nargs,
             return NULL;
         }
     }
-    return loop_schedule_timer(self, when, "call_at", args + 1, nargs - 1,
-                               context);
+    return loop_schedule_timer(self, when, "call_at", &c);
 }
 
 static PyObject *
 LoopObj_call_at(LoopObj *self, PyObject *const *args, Py_ssize_t nargs,
                 PyObject *kwnames)
 {
-    PyObject *context;
-    if (loop_parse_callback("call_at", "when", args, nargs, kwnames,
-                            &context) < 0) {
+    loop_callargs c;
+    if (loop_parse_callback("call_at", "when", args, nargs, kwnames, &c) < 0) {
         return NULL;
     }
-    if (args[0] == Py_None) {
+    if (c.first == Py_None) {
         PyErr_SetString(PyExc_TypeError, "when cannot be None");
         return NULL;
     }
-    double when = PyFloat_AsDouble(args[0]);
+    double when = PyFloat_AsDouble(c.first);
     if (when == -1.0 && PyErr_Occurred()) {
         return NULL;
     }
-    HandleObj *t = (HandleObj *)loop_schedule_timer(
-        self, when, "call_at", args + 1, nargs - 1, context);
-    if (t != NULL && !PyFloat_CheckExact(args[0])) {
-        t->when_slot = Py_NewRef(args[0]); /* when() returns it as given */
+    HandleObj *t = (HandleObj *)loop_schedule_timer(self, when, "call_at", &c);
+    if (t != NULL && !PyFloat_CheckExact(c.first)) {
+        t->when_slot = Py_NewRef(c.first); /* when() returns it as given */
     }
     return (PyObject *)t;
 }
@@ -1278,9 +1289,17 @@ loop_set_attr_str(LoopObj *self, const char *name, PyObject *value)
 }
 
 static PyObject *
-LoopObj_set_debug(LoopObj *self, PyObject *enabled)
+LoopObj_set_debug(LoopObj *self, PyObject *const *args, Py_ssize_t nargs,
+                  PyObject *kwnames)
 {
-    int truth = PyObject_IsTrue(enabled);
+    static const aloop_signature sig = {
+        "BaseEventLoop", "set_debug", {"enabled"}, 1, 1, false, NULL};
+    aloop_bound_args a;
+    if (aloop_bind_args(&sig, args, PyVectorcall_NARGS(nargs), kwnames, &a) <
+        0) {
+        return NULL;
+    }
+    int truth = PyObject_IsTrue(a.params[0]);
     if (truth < 0) {
         return NULL;
     }
@@ -1292,8 +1311,8 @@ LoopObj_set_debug(LoopObj *self, PyObject *enabled)
         if (meth == NULL) {
             return NULL;
         }
-        PyObject *args[2] = {meth, truth ? Py_True : Py_False};
-        PyObject *h = LoopObj_call_soon_threadsafe(self, args, 2, NULL);
+        PyObject *cbargs[2] = {meth, truth ? Py_True : Py_False};
+        PyObject *h = LoopObj_call_soon_threadsafe(self, cbargs, 2, NULL);
         Py_DECREF(meth);
         if (h == NULL) {
             return NULL;
@@ -1653,7 +1672,8 @@ static PyMethodDef LoopObj_methods[] = {
     {"is_closed", (PyCFunction)LoopObj_is_closed, METH_NOARGS, NULL},
     {"time", (PyCFunction)LoopObj_time, METH_NOARGS, NULL},
     {"get_debug", (PyCFunction)LoopObj_get_debug, METH_NOARGS, NULL},
-    {"set_debug", (PyCFunction)LoopObj_set_debug, METH_O, NULL},
+    {"set_debug", (PyCFunction)(void (*)(void))LoopObj_set_debug, FASTCALL_KW,
+     NULL},
     {"call_soon", (PyCFunction)(void (*)(void))LoopObj_call_soon, FASTCALL_KW,
      NULL},
     {"call_soon_threadsafe",

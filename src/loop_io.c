@@ -186,34 +186,49 @@ loop_io_cancel_old(PyObject *old)
     return rc;
 }
 
-/* _add_reader / _add_writer: args = (fd, callback, *args) */
-static PyObject *
-loop_io_add(LoopObj *self, uint32_t which, const char *meth,
-            PyObject *const *args, Py_ssize_t nargs)
+/* add_reader & co: `(fd, callback, *args)`; 0, or -1 (TypeError). */
+static int
+loop_io_bind_add(const char *meth, PyObject *const *args, Py_ssize_t nargs,
+                 PyObject *kwnames, aloop_bound_args *a)
 {
-    if (nargs < 2) {
-        PyErr_Format(PyExc_TypeError,
-                     "%s() missing required positional arguments: 'fd' and "
-                     "'callback'",
-                     meth);
-        return NULL;
-    }
+    aloop_signature sig = {
+        "BaseSelectorEventLoop", meth, {"fd", "callback"}, 2, 2, true, NULL};
+    return aloop_bind_args(&sig, args, nargs, kwnames, a);
+}
+
+/* The `fd` of remove_reader & co; borrowed, or NULL (TypeError). */
+static PyObject *
+loop_io_bind_remove(const char *meth, PyObject *const *args, Py_ssize_t nargs,
+                    PyObject *kwnames)
+{
+    aloop_signature sig = {
+        "BaseSelectorEventLoop", meth, {"fd"}, 1, 1, false, NULL};
+    aloop_bound_args a;
+    return aloop_bind_args(&sig, args, nargs, kwnames, &a) < 0 ? NULL
+                                                               : a.params[0];
+}
+
+/* Register the Handle callback(*args) for `which` readiness of fileobj. */
+static PyObject *
+loop_io_add(LoopObj *self, uint32_t which, const aloop_bound_args *a)
+{
+    PyObject *fileobj = a->params[0];
     if (aloop_loop_check_closed(self) < 0) {
         return NULL;
     }
-    PyObject *cbargs = PyTuple_New(nargs - 2);
+    PyObject *cbargs = PyTuple_New(a->nrest);
     if (cbargs == NULL) {
         return NULL;
     }
-    for (Py_ssize_t i = 2; i < nargs; i++) {
-        PyTuple_SET_ITEM(cbargs, i - 2, Py_NewRef(args[i]));
+    for (Py_ssize_t i = 0; i < a->nrest; i++) {
+        PyTuple_SET_ITEM(cbargs, i, Py_NewRef(a->rest[i]));
     }
-    HandleObj *h = aloop_handle_new(self, args[1], cbargs, NULL);
+    HandleObj *h = aloop_handle_new(self, a->params[1], cbargs, NULL);
     Py_DECREF(cbargs);
     if (h == NULL) {
         return NULL;
     }
-    int fd = loop_io_lookup_fd(self, args[0]);
+    int fd = loop_io_lookup_fd(self, fileobj);
     if (fd < 0) {
         Py_DECREF(h);
         return NULL;
@@ -228,7 +243,7 @@ loop_io_add(LoopObj *self, uint32_t which, const char *meth,
         return aloop_errno_error(rc);
     }
     if (loop_io_cancel_old(old) < 0 ||
-        loop_io_note_fileobj(self, fd, args[0], old_mask) < 0) {
+        loop_io_note_fileobj(self, fd, fileobj, old_mask) < 0) {
         Py_DECREF(h);
         return NULL;
     }
@@ -268,74 +283,57 @@ loop_io_remove(LoopObj *self, uint32_t which, PyObject *fileobj)
     Py_RETURN_TRUE;
 }
 
+/* The private forms (_add_reader...) return the Handle, as the stdlib's;
+ * the public ones refuse an fd a transport owns and return None. */
 static PyObject *
-LoopObj__add_reader(LoopObj *self, PyObject *const *args, Py_ssize_t nargs)
+loop_io_add_entry(LoopObj *self, uint32_t which, const char *meth, bool public,
+                  PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    return loop_io_add(self, ALOOP_READ, "_add_reader", args, nargs);
-}
-
-static PyObject *
-LoopObj__add_writer(LoopObj *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    return loop_io_add(self, ALOOP_WRITE, "_add_writer", args, nargs);
-}
-
-static PyObject *
-LoopObj__remove_reader(LoopObj *self, PyObject *fd)
-{
-    return loop_io_remove(self, ALOOP_READ, fd);
-}
-
-static PyObject *
-LoopObj__remove_writer(LoopObj *self, PyObject *fd)
-{
-    return loop_io_remove(self, ALOOP_WRITE, fd);
-}
-
-static PyObject *
-loop_io_add_public(LoopObj *self, uint32_t which, const char *meth,
-                   PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs >= 1 && aloop_loop_ensure_no_transport(self, args[0]) < 0) {
+    aloop_bound_args a;
+    if (loop_io_bind_add(meth, args, PyVectorcall_NARGS(nargs), kwnames, &a) <
+        0) {
         return NULL;
     }
-    PyObject *h = loop_io_add(self, which, meth, args, nargs);
-    if (h == NULL) {
+    if (public && aloop_loop_ensure_no_transport(self, a.params[0]) < 0) {
         return NULL;
+    }
+    PyObject *h = loop_io_add(self, which, &a);
+    if (h == NULL || !public) {
+        return h;
     }
     Py_DECREF(h);
-    Py_RETURN_NONE; /* the public forms return None, like the stdlib */
+    Py_RETURN_NONE;
 }
 
 static PyObject *
-LoopObj_add_reader(LoopObj *self, PyObject *const *args, Py_ssize_t nargs)
+loop_io_remove_entry(LoopObj *self, uint32_t which, const char *meth,
+                     bool public, PyObject *const *args, Py_ssize_t nargs,
+                     PyObject *kwnames)
 {
-    return loop_io_add_public(self, ALOOP_READ, "add_reader", args, nargs);
-}
-
-static PyObject *
-LoopObj_add_writer(LoopObj *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    return loop_io_add_public(self, ALOOP_WRITE, "add_writer", args, nargs);
-}
-
-static PyObject *
-LoopObj_remove_reader(LoopObj *self, PyObject *fd)
-{
-    if (aloop_loop_ensure_no_transport(self, fd) < 0) {
+    PyObject *fd =
+        loop_io_bind_remove(meth, args, PyVectorcall_NARGS(nargs), kwnames);
+    if (fd == NULL ||
+        (public && aloop_loop_ensure_no_transport(self, fd) < 0)) {
         return NULL;
     }
-    return loop_io_remove(self, ALOOP_READ, fd);
+    return loop_io_remove(self, which, fd);
 }
 
-static PyObject *
-LoopObj_remove_writer(LoopObj *self, PyObject *fd)
-{
-    if (aloop_loop_ensure_no_transport(self, fd) < 0) {
-        return NULL;
+#define LOOP_IO_ENTRY(name, kind, which, public)                          \
+    static PyObject *LoopObj_##name(LoopObj *self, PyObject *const *args, \
+                                    Py_ssize_t nargs, PyObject *kwnames)  \
+    {                                                                     \
+        return loop_io_##kind##_entry(self, which, #name, public, args,   \
+                                      nargs, kwnames);                    \
     }
-    return loop_io_remove(self, ALOOP_WRITE, fd);
-}
+LOOP_IO_ENTRY(_add_reader, add, ALOOP_READ, false)
+LOOP_IO_ENTRY(_add_writer, add, ALOOP_WRITE, false)
+LOOP_IO_ENTRY(_remove_reader, remove, ALOOP_READ, false)
+LOOP_IO_ENTRY(_remove_writer, remove, ALOOP_WRITE, false)
+LOOP_IO_ENTRY(add_reader, add, ALOOP_READ, true)
+LOOP_IO_ENTRY(add_writer, add, ALOOP_WRITE, true)
+LOOP_IO_ENTRY(remove_reader, remove, ALOOP_READ, true)
+LOOP_IO_ENTRY(remove_writer, remove, ALOOP_WRITE, true)
 
 static PyObject *
 LoopObj__ensure_fd_no_transport(LoopObj *self, PyObject *fd)
@@ -489,19 +487,19 @@ aloop_loop_selector_view(LoopObj *loop)
     return (PyObject *)v;
 }
 
+#define LOOP_IO_METHOD(name)                             \
+    {#name, (PyCFunction)(void (*)(void))LoopObj_##name, \
+     METH_FASTCALL | METH_KEYWORDS, NULL}
+
 PyMethodDef aloop_loop_io_methods[] = {
-    {"add_reader", (PyCFunction)(void (*)(void))LoopObj_add_reader,
-     METH_FASTCALL, NULL},
-    {"add_writer", (PyCFunction)(void (*)(void))LoopObj_add_writer,
-     METH_FASTCALL, NULL},
-    {"remove_reader", (PyCFunction)LoopObj_remove_reader, METH_O, NULL},
-    {"remove_writer", (PyCFunction)LoopObj_remove_writer, METH_O, NULL},
-    {"_add_reader", (PyCFunction)(void (*)(void))LoopObj__add_reader,
-     METH_FASTCALL, NULL},
-    {"_add_writer", (PyCFunction)(void (*)(void))LoopObj__add_writer,
-     METH_FASTCALL, NULL},
-    {"_remove_reader", (PyCFunction)LoopObj__remove_reader, METH_O, NULL},
-    {"_remove_writer", (PyCFunction)LoopObj__remove_writer, METH_O, NULL},
+    LOOP_IO_METHOD(add_reader),
+    LOOP_IO_METHOD(add_writer),
+    LOOP_IO_METHOD(remove_reader),
+    LOOP_IO_METHOD(remove_writer),
+    LOOP_IO_METHOD(_add_reader),
+    LOOP_IO_METHOD(_add_writer),
+    LOOP_IO_METHOD(_remove_reader),
+    LOOP_IO_METHOD(_remove_writer),
     {"_ensure_fd_no_transport", (PyCFunction)LoopObj__ensure_fd_no_transport,
      METH_O, NULL},
     {NULL, NULL, 0, NULL},

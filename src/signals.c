@@ -195,16 +195,22 @@ signals_ensure_pair(LoopObj *loop)
 
 static PyObject *
 LoopObj_add_signal_handler(LoopObj *self, PyObject *const *args,
-                           Py_ssize_t nargs)
+                           Py_ssize_t nargs, PyObject *kwnames)
 {
     aloop_state *st = self->state;
-    if (nargs < 2) {
-        PyErr_SetString(PyExc_TypeError,
-                        "add_signal_handler() missing required positional "
-                        "arguments: 'sig' and 'callback'");
+    static const aloop_signature sigspec = {"_UnixSelectorEventLoop",
+                                            "add_signal_handler",
+                                            {"sig", "callback"},
+                                            2,
+                                            2,
+                                            true,
+                                            NULL};
+    aloop_bound_args a;
+    if (aloop_bind_args(&sigspec, args, PyVectorcall_NARGS(nargs), kwnames,
+                        &a) < 0) {
         return NULL;
     }
-    PyObject *sig = args[0], *callback = args[1];
+    PyObject *sig = a.params[0], *callback = a.params[1];
     int is_coro = aloop_loop_is_coroutine(self, callback);
     if (is_coro < 0) {
         return NULL;
@@ -236,12 +242,12 @@ LoopObj_add_signal_handler(LoopObj *self, PyObject *const *args,
     }
     Py_DECREF(r);
 
-    PyObject *cbargs = PyTuple_New(nargs - 2);
+    PyObject *cbargs = PyTuple_New(a.nrest);
     if (cbargs == NULL) {
         return NULL;
     }
-    for (Py_ssize_t i = 2; i < nargs; i++) {
-        PyTuple_SET_ITEM(cbargs, i - 2, Py_NewRef(args[i]));
+    for (Py_ssize_t i = 0; i < a.nrest; i++) {
+        PyTuple_SET_ITEM(cbargs, i, Py_NewRef(a.rest[i]));
     }
     HandleObj *h = aloop_handle_new(self, callback, cbargs, NULL);
     Py_DECREF(cbargs);
@@ -276,8 +282,22 @@ LoopObj_add_signal_handler(LoopObj *self, PyObject *const *args,
 }
 
 static PyObject *
-LoopObj_remove_signal_handler(LoopObj *self, PyObject *sig)
+LoopObj_remove_signal_handler(LoopObj *self, PyObject *const *args,
+                              Py_ssize_t nargs, PyObject *kwnames)
 {
+    static const aloop_signature sigspec = {"_UnixSelectorEventLoop",
+                                            "remove_signal_handler",
+                                            {"sig"},
+                                            1,
+                                            1,
+                                            false,
+                                            NULL};
+    aloop_bound_args a;
+    if (aloop_bind_args(&sigspec, args, PyVectorcall_NARGS(nargs), kwnames,
+                        &a) < 0) {
+        return NULL;
+    }
+    PyObject *sig = a.params[0];
     if (signals_check(self, sig) < 0) {
         return NULL;
     }
@@ -370,10 +390,11 @@ aloop_signals_close(LoopObj *loop)
 
 PyMethodDef aloop_signal_methods[] = {
     {"add_signal_handler",
-     (PyCFunction)(void (*)(void))LoopObj_add_signal_handler, METH_FASTCALL,
-     NULL},
-    {"remove_signal_handler", (PyCFunction)LoopObj_remove_signal_handler,
-     METH_O, NULL},
+     (PyCFunction)(void (*)(void))LoopObj_add_signal_handler,
+     METH_FASTCALL | METH_KEYWORDS, NULL},
+    {"remove_signal_handler",
+     (PyCFunction)(void (*)(void))LoopObj_remove_signal_handler,
+     METH_FASTCALL | METH_KEYWORDS, NULL},
     {"_handle_signal", (PyCFunction)LoopObj__handle_signal, METH_O, NULL},
     {NULL, NULL, 0, NULL},
 };

@@ -944,79 +944,25 @@ sockop_new(LoopObj *loop, sockop_kind kind, PyObject *sock, PyObject *arg1,
     return (PyObject *)op;
 }
 
-/* Each method's parameters after self, as the stdlib names them; the
- * ones after the first `required` are optional. */
-typedef struct {
-    const char *params[3];
-    Py_ssize_t nparams, required;
-} sockop_signature;
-
-static const sockop_signature sockop_signatures[] = {
-    [OP_RECV] = {{"sock", "n"}, 2, 2},
-    [OP_RECV_INTO] = {{"sock", "buf"}, 2, 2},
-    [OP_RECVFROM] = {{"sock", "bufsize"}, 2, 2},
-    [OP_RECVFROM_INTO] = {{"sock", "buf", "nbytes"}, 3, 2},
-    [OP_SENDALL] = {{"sock", "data"}, 2, 2},
-    [OP_SENDTO] = {{"sock", "data", "address"}, 3, 3},
-    [OP_ACCEPT] = {{"sock"}, 1, 1},
-    [OP_CONNECT] = {{"sock", "address"}, 2, 2},
+/* Each method's parameters after self, as the stdlib names them. */
+#define SOCKOP_SIG(kind, nparams, required, ...) \
+    [kind] = {"BaseSelectorEventLoop",           \
+              NULL,                              \
+              {__VA_ARGS__},                     \
+              nparams,                           \
+              required,                          \
+              false,                             \
+              NULL}
+static const aloop_signature sockop_signatures[] = {
+    SOCKOP_SIG(OP_RECV, 2, 2, "sock", "n"),
+    SOCKOP_SIG(OP_RECV_INTO, 2, 2, "sock", "buf"),
+    SOCKOP_SIG(OP_RECVFROM, 2, 2, "sock", "bufsize"),
+    SOCKOP_SIG(OP_RECVFROM_INTO, 3, 2, "sock", "buf", "nbytes"),
+    SOCKOP_SIG(OP_SENDALL, 2, 2, "sock", "data"),
+    SOCKOP_SIG(OP_SENDTO, 3, 3, "sock", "data", "address"),
+    SOCKOP_SIG(OP_ACCEPT, 1, 1, "sock"),
+    SOCKOP_SIG(OP_CONNECT, 2, 2, "sock", "address"),
 };
-
-/* Bind positional and keyword arguments to the signature of `kind`, as
- * Python binds them to the stdlib's method; out[i] is borrowed, NULL for
- * an omitted optional parameter.  0 or -1 (TypeError). */
-static int
-sockop_bind(sockop_kind kind, PyObject *const *args, Py_ssize_t nargs,
-            PyObject *kwnames, PyObject **out)
-{
-    const sockop_signature *sig = &sockop_signatures[kind];
-    const char *name = sockop_names[kind];
-    Py_ssize_t nparams = sig->nparams;
-    for (Py_ssize_t i = 0; i < nparams; i++) {
-        out[i] = i < nargs ? args[i] : NULL;
-    }
-    if (nargs > nparams) {
-        PyErr_Format(PyExc_TypeError,
-                     "BaseSelectorEventLoop.%s() takes %zd positional "
-                     "arguments but %zd were given",
-                     name, nparams + 1, nargs + 1);
-        return -1;
-    }
-    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    for (Py_ssize_t k = 0; k < nkw; k++) {
-        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
-        Py_ssize_t i = 0;
-        while (i < nparams &&
-               PyUnicode_CompareWithASCIIString(key, sig->params[i]) != 0) {
-            i++;
-        }
-        if (i == nparams) {
-            PyErr_Format(PyExc_TypeError,
-                         "BaseSelectorEventLoop.%s() got an unexpected "
-                         "keyword argument '%U'",
-                         name, key);
-            return -1;
-        }
-        if (out[i] != NULL) {
-            PyErr_Format(PyExc_TypeError,
-                         "BaseSelectorEventLoop.%s() got multiple values "
-                         "for argument '%s'",
-                         name, sig->params[i]);
-            return -1;
-        }
-        out[i] = args[nargs + k];
-    }
-    for (Py_ssize_t i = 0; i < sig->required; i++) {
-        if (out[i] == NULL) {
-            PyErr_Format(PyExc_TypeError,
-                         "BaseSelectorEventLoop.%s() missing 1 required "
-                         "positional argument: '%s'",
-                         name, sig->params[i]);
-            return -1;
-        }
-    }
-    return 0;
-}
 
 static PyObject *
 sockop_entry(LoopObj *self, sockop_kind kind, PyObject *const *args,
@@ -1026,11 +972,13 @@ sockop_entry(LoopObj *self, sockop_kind kind, PyObject *const *args,
         return sockop_new(self, kind, args[0], nargs > 1 ? args[1] : NULL,
                           nargs > 2 ? args[2] : NULL); /* the usual call */
     }
-    PyObject *a[3] = {NULL, NULL, NULL};
-    if (sockop_bind(kind, args, nargs, kwnames, a) < 0) {
+    aloop_signature sig = sockop_signatures[kind];
+    sig.name = sockop_names[kind];
+    aloop_bound_args a;
+    if (aloop_bind_args(&sig, args, nargs, kwnames, &a) < 0) {
         return NULL;
     }
-    return sockop_new(self, kind, a[0], a[1], a[2]);
+    return sockop_new(self, kind, a.params[0], a.params[1], a.params[2]);
 }
 
 #define SOCKOP_ENTRY(name, kind)                                          \

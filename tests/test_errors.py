@@ -1,10 +1,12 @@
 """Errors: exceptions in callbacks, misuse of the loop API.  Never a crash."""
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import math
 import os
+import signal
 import socket
 import sys
 import threading
@@ -426,22 +428,81 @@ def test_call_later_bad_delay_type(loop, delay):
         loop.call_later(delay, cb)
 
 
-def test_missing_callback(loop):
-    with pytest.raises(TypeError):
-        loop.call_soon()
-    with pytest.raises(TypeError):
-        loop.call_later(1)
-    with pytest.raises(TypeError):
-        loop.call_at(1)
-    with pytest.raises(TypeError):
-        loop.call_soon_threadsafe()
+# Calls bound as Python binds them to the stdlib's methods: parameters by
+# keyword, and the interpreter's TypeError (named after the stdlib's
+# class) for a call it refuses.
+BE, BSE, USE = ("BaseEventLoop", "BaseSelectorEventLoop",
+                "_UnixSelectorEventLoop")
+ARGUMENT_CASES = [
+    # (call, None for success or the TypeError's message)
+    ("call_soon()", f"{BE}.call_soon() missing 1 required positional "
+                    "argument: 'callback'"),
+    ("call_soon_threadsafe()", f"{BE}.call_soon_threadsafe() missing 1 "
+                               "required positional argument: 'callback'"),
+    ("call_later()", f"{BE}.call_later() missing 2 required positional "
+                     "arguments: 'delay' and 'callback'"),
+    ("call_later(1)", f"{BE}.call_later() missing 1 required positional "
+                      "argument: 'callback'"),
+    ("call_later(callback=cb)", f"{BE}.call_later() missing 1 required "
+                                "positional argument: 'delay'"),
+    ("call_at(1)", f"{BE}.call_at() missing 1 required positional "
+                   "argument: 'callback'"),
+    ("call_soon(cb, 1, callback=cb)", f"{BE}.call_soon() got multiple "
+                                      "values for argument 'callback'"),
+    ("call_later(1, cb, ctx=None)", f"{BE}.call_later() got an unexpected "
+                                    "keyword argument 'ctx'"),
+    ("call_at(1, cb, foo=None)", f"{BE}.call_at() got an unexpected "
+                                 "keyword argument 'foo'"),
+    ("call_soon(callback=cb)", None),
+    ("call_soon_threadsafe(callback=cb, context=None)", None),
+    ("call_later(delay=1, callback=cb)", None),
+    ("call_at(when=1, callback=cb, context=contextvars.copy_context())",
+     None),
+    ("add_reader(fd=a, callback=cb)", None),
+    ("add_writer(a, cb, 1, 2)", None),
+    ("remove_reader(fd=a)", None),
+    ("remove_writer()", f"{BSE}.remove_writer() missing 1 required "
+                        "positional argument: 'fd'"),
+    ("remove_writer(a, 5)", f"{BSE}.remove_writer() takes 2 positional "
+                            "arguments but 3 were given"),
+    ("add_reader(a)", f"{BSE}.add_reader() missing 1 required positional "
+                      "argument: 'callback'"),
+    ("_add_reader(fd=a, callback=cb)", None),
+    ("_remove_reader(fd=a)", None),
+    ("set_debug(enabled=False)", None),
+    ("set_debug()", f"{BE}.set_debug() missing 1 required positional "
+                    "argument: 'enabled'"),
+    ("add_signal_handler(sig=signal.SIGUSR1, callback=cb)", None),
+    ("remove_signal_handler(sig=signal.SIGUSR1)", None),
+    ("add_signal_handler(signal.SIGUSR1)", f"{USE}.add_signal_handler() "
+                                           "missing 1 required positional "
+                                           "argument: 'callback'"),
+    ("sock_recvfrom_into(a, bytearray(1), 1, 2)",
+     f"{BSE}.sock_recvfrom_into() takes from 3 to 4 positional arguments "
+     "but 5 were given"),
+    ("sock_sendto(a)", f"{BSE}.sock_sendto() missing 2 required positional "
+                       "arguments: 'data' and 'address'"),
+]
 
 
-def test_unknown_keyword(loop):
-    with pytest.raises(TypeError):
-        loop.call_later(1, cb, ctx=None)
-    with pytest.raises(TypeError):
-        loop.call_at(1, cb, foo=None)
+@pytest.mark.parametrize("call,error", ARGUMENT_CASES,
+                         ids=[c for c, _ in ARGUMENT_CASES])
+def test_method_arguments_bind_as_in_the_stdlib(loop, call, error):
+    a, b = socket.socketpair()
+    try:
+        if error is None:
+            result = eval("loop." + call)
+            if isinstance(result, asyncio.Handle):
+                result.cancel()
+        else:
+            with pytest.raises(TypeError) as info:
+                eval("loop." + call)
+            assert str(info.value) == error
+    finally:
+        loop.remove_reader(a)
+        loop.remove_writer(a)
+        a.close()
+        b.close()
 
 
 def test_integer_delays_accepted(loop):
