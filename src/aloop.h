@@ -201,7 +201,7 @@ typedef struct {
 /* Bind a vectorcall's arguments as Python binds them to `sig`: 0, or -1
  * with the interpreter's TypeError. */
 int
-aloop_bind_args(const aloop_signature *sig, PyObject *const *args,
+aloop_args_bind(const aloop_signature *sig, PyObject *const *args,
                 Py_ssize_t nargs, PyObject *kwnames, aloop_bound_args *out);
 
 /* ---------------------------------------------------------------- handle.c

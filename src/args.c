@@ -47,7 +47,7 @@ args_too_many(const aloop_signature *sig, Py_ssize_t nargs)
 }
 
 int
-aloop_bind_args(const aloop_signature *sig, PyObject *const *args,
+aloop_args_bind(const aloop_signature *sig, PyObject *const *args,
                 Py_ssize_t nargs, PyObject *kwnames, aloop_bound_args *out)
 {
     Py_ssize_t npos = nargs < sig->nparams ? nargs : sig->nparams;
@@ -57,9 +57,8 @@ aloop_bind_args(const aloop_signature *sig, PyObject *const *args,
     out->rest = args + npos;
     out->nrest = nargs - npos;
     out->kwonly = NULL;
-    if (out->nrest > 0 && !sig->varargs) {
-        return args_too_many(sig, nargs);
-    }
+    ALOOP_ASSERT(sig->nparams <= ALOOP_MAX_PARAMS &&
+                 sig->required <= sig->nparams);
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     for (Py_ssize_t k = 0; k < nkw; k++) {
         PyObject *key = PyTuple_GET_ITEM(kwnames, k);
@@ -87,6 +86,10 @@ aloop_bind_args(const aloop_signature *sig, PyObject *const *args,
             return -1;
         }
         out->params[i] = value;
+    }
+    /* after the keywords, as the interpreter checks them */
+    if (out->nrest > 0 && !sig->varargs) {
+        return args_too_many(sig, nargs);
     }
     const char *missing[ALOOP_MAX_PARAMS];
     Py_ssize_t nmissing = 0;

@@ -759,40 +759,55 @@ loop_run_forever_undo(LoopObj *loop)
     Py_DECREF(r);
     PyObject *hooks = loop->old_agen_hooks;
     loop->old_agen_hooks = NULL;
-    if (hooks != NULL) {
-        r = PyObject_Call(st->set_asyncgen_hooks, hooks, NULL);
-        Py_XDECREF(r);
-        Py_DECREF(hooks);
-        return r ? 0 : -1;
+    if (hooks == NULL) {
+        return 0;
     }
-    return 0;
+    /* sys.set_asyncgen_hooks(*hooks): 3.13 code may have set any iterable
+     * as _old_agen_hooks */
+    PyObject *args = PySequence_Tuple(hooks);
+    Py_DECREF(hooks);
+    r = args ? PyObject_Call(st->set_asyncgen_hooks, args, NULL) : NULL;
+    Py_XDECREF(args);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
 }
 
-/* Make `pending` (an exception fetched before a `finally:` block's work,
- * or NULL) current again; an error of that work replaces it, with
- * `pending` as its __context__, as in Python. */
-static void
-loop_keep_pending(PyObject *pending)
+/* Run fn(loop) as a `finally:` block: an exception pending on entry is
+ * the handled one meanwhile (sys.exception(), and the __context__ of what
+ * fn raises), then current again, unless fn raised. */
+static int
+loop_finally(LoopObj *loop, int (*fn)(LoopObj *))
 {
-    if (pending == NULL) {
-        return;
+    if (!PyErr_Occurred()) {
+        return fn(loop);
     }
-    if (PyErr_Occurred()) {
-        PyObject *mine = aloop_fetch_exception();
-        PyException_SetContext(mine, pending);
-        aloop_restore_exception(mine);
-    } else {
+    PyObject *pending = aloop_fetch_exception();
+    PyObject *handled = PyErr_GetHandledException();
+    PyErr_SetHandledException(pending);
+    int rc = fn(loop);
+    PyErr_SetHandledException(handled);
+    Py_XDECREF(handled);
+    if (rc == 0) {
         aloop_restore_exception(pending);
+        return -1;
     }
+    PyObject *mine = aloop_fetch_exception();
+    PyObject *context = PyException_GetContext(mine);
+    if (context == NULL && mine != pending) {
+        PyException_SetContext(mine, pending); /* steals */
+    } else {
+        Py_XDECREF(context);
+        Py_DECREF(pending);
+    }
+    aloop_restore_exception(mine);
+    return -1;
 }
 
-/* loop_run_forever_undo in a `finally:` block: keeps a pending exception. */
+/* loop_run_forever_undo as a `finally:` block. */
 static void
 loop_run_forever_cleanup(LoopObj *loop)
 {
-    PyObject *pending = PyErr_Occurred() ? aloop_fetch_exception() : NULL;
-    (void)loop_run_forever_undo(loop);
-    loop_keep_pending(pending);
+    (void)loop_finally(loop, loop_run_forever_undo);
 }
 
 /* -------------------------------------------------------- Python methods */
@@ -814,13 +829,10 @@ loop_run_hook(LoopObj *loop, int hook, int (*fn)(LoopObj *))
 
 #if PY_VERSION_HEX >= 0x030D0000
 static int
-loop_cleanup_hook(LoopObj *loop)
+loop_cleanup_through_self(LoopObj *loop)
 {
-    PyObject *pending = PyErr_Occurred() ? aloop_fetch_exception() : NULL;
-    int rc = loop_run_hook(loop, ALOOP_HOOK_RUN_FOREVER_CLEANUP,
-                           loop_run_forever_undo);
-    loop_keep_pending(pending);
-    return rc;
+    return loop_run_hook(loop, ALOOP_HOOK_RUN_FOREVER_CLEANUP,
+                         loop_run_forever_undo);
 }
 #endif
 
@@ -849,7 +861,7 @@ LoopObj_run_forever(LoopObj *self, PyObject *Py_UNUSED(ignored))
         }
     }
 #if PY_VERSION_HEX >= 0x030D0000
-    (void)loop_cleanup_hook(self);
+    (void)loop_finally(self, loop_cleanup_through_self);
 #else
     loop_run_forever_cleanup(self);
 #endif
@@ -926,7 +938,8 @@ LoopObj_get_debug(LoopObj *self, PyObject *Py_UNUSED(ignored))
     return PyBool_FromLong(self->debug);
 }
 
-/* A call of call_soon & co, `([first,] callback, *args, context=None)`. */
+/* A call of call_soon & co, `([first,] callback, *args, context=None)`;
+ * every field borrowed from the call's vector. */
 typedef struct {
     PyObject *first; /* call_later's delay, call_at's when; else NULL */
     PyObject *callback;
@@ -963,7 +976,7 @@ loop_parse_callback(const char *meth, const char *first, PyObject *const *args,
                            true,
                            "context"};
     aloop_bound_args a;
-    if (aloop_bind_args(&sig, args, nargs, kwnames, &a) < 0) {
+    if (aloop_args_bind(&sig, args, nargs, kwnames, &a) < 0) {
         return -1;
     }
     c->first = first ? a.params[0] : NULL;
@@ -1295,7 +1308,7 @@ LoopObj_set_debug(LoopObj *self, PyObject *const *args, Py_ssize_t nargs,
     static const aloop_signature sig = {
         "BaseEventLoop", "set_debug", {"enabled"}, 1, 1, false, NULL};
     aloop_bound_args a;
-    if (aloop_bind_args(&sig, args, PyVectorcall_NARGS(nargs), kwnames, &a) <
+    if (aloop_args_bind(&sig, args, PyVectorcall_NARGS(nargs), kwnames, &a) <
         0) {
         return NULL;
     }
@@ -1574,7 +1587,11 @@ LoopObj_get_thread_id(LoopObj *self, void *c)
 static int
 LoopObj_set_thread_id(LoopObj *self, PyObject *v, void *c)
 {
-    if (v == NULL || v == Py_None) {
+    if (v == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "_thread_id");
+        return -1;
+    }
+    if (v == Py_None) {
         self->running = false;
         self->thread_id = 0;
         return 0;
@@ -1588,6 +1605,8 @@ LoopObj_set_thread_id(LoopObj *self, PyObject *v, void *c)
     return 0;
 }
 
+#if PY_VERSION_HEX >= 0x030D0000
+/* 3.13's _run_forever_setup/_cleanup keep the hooks in _old_agen_hooks. */
 static PyObject *
 LoopObj_get_old_agen_hooks(LoopObj *self, void *c)
 {
@@ -1600,6 +1619,7 @@ LoopObj_set_old_agen_hooks(LoopObj *self, PyObject *v, void *c)
     Py_XSETREF(self->old_agen_hooks, v == Py_None ? NULL : Py_XNewRef(v));
     return 0;
 }
+#endif
 
 static PyObject *
 LoopObj_get_current_handle(LoopObj *self, void *c)
@@ -1635,8 +1655,10 @@ static PyGetSetDef LoopObj_getset[] = {
      NULL, NULL},
     {"_thread_id", (getter)LoopObj_get_thread_id,
      (setter)LoopObj_set_thread_id, NULL, NULL},
+#if PY_VERSION_HEX >= 0x030D0000
     {"_old_agen_hooks", (getter)LoopObj_get_old_agen_hooks,
      (setter)LoopObj_set_old_agen_hooks, NULL, NULL},
+#endif
     {"_current_handle", (getter)LoopObj_get_current_handle, NULL, NULL, NULL},
     {"_signal_handlers", (getter)LoopObj_get_signal_handlers, NULL, NULL,
      NULL},

@@ -193,7 +193,7 @@ loop_io_bind_add(const char *meth, PyObject *const *args, Py_ssize_t nargs,
 {
     aloop_signature sig = {
         "BaseSelectorEventLoop", meth, {"fd", "callback"}, 2, 2, true, NULL};
-    return aloop_bind_args(&sig, args, nargs, kwnames, a);
+    return aloop_args_bind(&sig, args, nargs, kwnames, a);
 }
 
 /* The `fd` of remove_reader & co; borrowed, or NULL (TypeError). */
@@ -204,7 +204,7 @@ loop_io_bind_remove(const char *meth, PyObject *const *args, Py_ssize_t nargs,
     aloop_signature sig = {
         "BaseSelectorEventLoop", meth, {"fd"}, 1, 1, false, NULL};
     aloop_bound_args a;
-    return aloop_bind_args(&sig, args, nargs, kwnames, &a) < 0 ? NULL
+    return aloop_args_bind(&sig, args, nargs, kwnames, &a) < 0 ? NULL
                                                                : a.params[0];
 }
 

@@ -206,7 +206,7 @@ LoopObj_add_signal_handler(LoopObj *self, PyObject *const *args,
                                             true,
                                             NULL};
     aloop_bound_args a;
-    if (aloop_bind_args(&sigspec, args, PyVectorcall_NARGS(nargs), kwnames,
+    if (aloop_args_bind(&sigspec, args, PyVectorcall_NARGS(nargs), kwnames,
                         &a) < 0) {
         return NULL;
     }
@@ -293,7 +293,7 @@ LoopObj_remove_signal_handler(LoopObj *self, PyObject *const *args,
                                             false,
                                             NULL};
     aloop_bound_args a;
-    if (aloop_bind_args(&sigspec, args, PyVectorcall_NARGS(nargs), kwnames,
+    if (aloop_args_bind(&sigspec, args, PyVectorcall_NARGS(nargs), kwnames,
                         &a) < 0) {
         return NULL;
     }

@@ -975,7 +975,7 @@ sockop_entry(LoopObj *self, sockop_kind kind, PyObject *const *args,
     aloop_signature sig = sockop_signatures[kind];
     sig.name = sockop_names[kind];
     aloop_bound_args a;
-    if (aloop_bind_args(&sig, args, nargs, kwnames, &a) < 0) {
+    if (aloop_args_bind(&sig, args, nargs, kwnames, &a) < 0) {
         return NULL;
     }
     return sockop_new(self, kind, a.params[0], a.params[1], a.params[2]);

@@ -1,22 +1,17 @@
-/* spare.c -- the loop's spare bytes object, so that a read handed to a
- * protocol callback that did not keep it costs no malloc/free.
+/* spare.c -- the loop's spare bytes object: a read handed to a protocol
+ * callback that did not keep it costs no malloc/free.
  *
- * A transport's read becomes a bytes object passed to data_received() or
- * datagram_received().  Most protocols copy what they need (a stream's
- * buffer, a parser) or write the data back, and drop it: when the
- * callback returns, the transport holds the only reference.  Such an
- * object goes back to the loop as its spare and carries the next read of
- * the same allocation size.  For 1 KiB echo that is a fifth of aloop's
- * user-space instructions per request (a 1057-byte object is over glibc's
- * tcache limit, so each malloc/free pair takes the slow bins).
- * Invariants:
- *   - `loop->spare` is NULL or an exact bytes object that only the loop
- *     references (refcount 1), made by aloop_spare_bytes() and given back
- *     by aloop_spare_release(); the loop owns it and drops it on close;
- *   - a reused object is only ever shrunk (ob_size <= the size it was
- *     allocated with), and only within its 16-byte allocation class, so
- *     it is indistinguishable from a fresh one: same content, size,
- *     getsizeof(), a NUL after the data, and no cached hash.
+ * Most protocols copy or echo what data_received()/datagram_received()
+ * gets and drop it, so when the callback returns the transport holds the
+ * only reference.  That object becomes the loop's spare and carries the
+ * next read of the same allocation size (1 KiB echo: a fifth of the
+ * user-space instructions per request; a 1057-byte object is over glibc's
+ * tcache limit).
+ * Invariants: `loop->spare` is NULL or an exact bytes object made by
+ * aloop_spare_bytes() that only the loop references; a reused object is
+ * only shrunk, within its 16-byte allocation class, with its hash cache
+ * reset, so it is indistinguishable from a new one (size, getsizeof(),
+ * NUL terminator, hash); a closed loop keeps none.
  */
 #include <string.h>
 
@@ -66,7 +61,7 @@ void
 aloop_spare_release(LoopObj *loop, PyObject *data)
 {
     /* the newest one: the next read is likelier to have its size */
-    if (Py_REFCNT(data) == 1 && Py_SIZE(data) > 1) {
+    if (Py_REFCNT(data) == 1 && Py_SIZE(data) > 1 && !loop->closed) {
         Py_XSETREF(loop->spare, data);
         return;
     }

@@ -970,9 +970,12 @@ Transport__read_ready(TransportObj *t, PyObject *Py_UNUSED(ignored))
     if (t->loop == NULL) {
         Py_RETURN_NONE;
     }
-    return t->ops->read_ready(t->loop, (PyObject *)t, ALOOP_READ) < 0
-               ? NULL
-               : Py_NewRef(Py_None);
+    /* Called from Python, maybe outside run_forever: the protocol may
+     * drop the loop's last reference while the read still needs it. */
+    LoopObj *loop = (LoopObj *)Py_NewRef(t->loop);
+    int rc = t->ops->read_ready(loop, (PyObject *)t, ALOOP_READ);
+    Py_DECREF(loop);
+    return rc < 0 ? NULL : Py_NewRef(Py_None);
 }
 
 static PyObject *
@@ -981,12 +984,12 @@ Transport__write_ready(TransportObj *t, PyObject *Py_UNUSED(ignored))
     if (t->loop == NULL) {
         Py_RETURN_NONE;
     }
-    if (t->write_held) {
-        return t->ops->flush_held(t) < 0 ? NULL : Py_NewRef(Py_None);
-    }
-    return t->ops->write_ready(t->loop, (PyObject *)t, ALOOP_WRITE) < 0
-               ? NULL
-               : Py_NewRef(Py_None);
+    LoopObj *loop = (LoopObj *)Py_NewRef(t->loop); /* as in _read_ready */
+    int rc = t->write_held
+                 ? t->ops->flush_held(t)
+                 : t->ops->write_ready(loop, (PyObject *)t, ALOOP_WRITE);
+    Py_DECREF(loop);
+    return rc < 0 ? NULL : Py_NewRef(Py_None);
 }
 
 /* _SelectorTransport.__repr__ */

@@ -482,6 +482,13 @@ ARGUMENT_CASES = [
      "but 5 were given"),
     ("sock_sendto(a)", f"{BSE}.sock_sendto() missing 2 required positional "
                        "arguments: 'data' and 'address'"),
+    # keywords are checked before the count of positional arguments
+    ("set_debug(False, True, enabled=1)", f"{BE}.set_debug() got multiple "
+                                          "values for argument 'enabled'"),
+    ("sock_recv(a, 1, 2, x=3)", f"{BSE}.sock_recv() got an unexpected "
+                                "keyword argument 'x'"),
+    ("remove_reader(a, 1, fd=a)", f"{BSE}.remove_reader() got multiple "
+                                  "values for argument 'fd'"),
 ]
 
 

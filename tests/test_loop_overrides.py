@@ -321,3 +321,75 @@ def test_subclass_drives_the_loop_with_setup_run_once_cleanup(subclass_loop):
     assert not loop.is_running() and loop._thread_id is None
     assert asyncio._get_running_loop() is None
     assert sys.get_asyncgen_hooks() == hooks_before
+
+
+@pytest.mark.skipif(not PY313, reason="_run_forever_setup/_cleanup are 3.13's")
+@pytest.mark.parametrize("copied", ["setup", "setup and cleanup"])
+def test_python_reimplementation_of_setup_and_cleanup(subclass_loop, copied):
+    """A subclass whose _run_forever_setup (and _cleanup) are the stdlib's
+    own 3.13 code, copied (as GUI integrations do): its attribute
+    assignments (_thread_id, _old_agen_hooks, even as a list) drive the
+    loop, also when the loop's own cleanup undoes them."""
+    def _run_forever_setup(self):
+        self._check_closed()
+        self._check_running()
+        self._set_coroutine_origin_tracking(self._debug)
+        self._old_agen_hooks = list(sys.get_asyncgen_hooks())
+        self._thread_id = threading.get_ident()
+        sys.set_asyncgen_hooks(firstiter=self._asyncgen_firstiter_hook,
+                               finalizer=self._asyncgen_finalizer_hook)
+        asyncio.events._set_running_loop(self)
+
+    def _run_forever_cleanup(self):
+        self._stopping = False
+        self._thread_id = None
+        asyncio.events._set_running_loop(None)
+        self._set_coroutine_origin_tracking(False)
+        if self._old_agen_hooks is not None:
+            sys.set_asyncgen_hooks(*self._old_agen_hooks)
+            self._old_agen_hooks = None
+
+    methods = dict(_run_forever_setup=_run_forever_setup)
+    if copied == "setup and cleanup":
+        methods.update(_run_forever_cleanup=_run_forever_cleanup)
+    loop = subclass_loop(**methods)
+    hooks_before = sys.get_asyncgen_hooks()
+
+    async def main():
+        assert loop.is_running()
+        assert loop._thread_id == threading.get_ident()
+        await asyncio.sleep(0)
+        return "done"
+
+    assert loop.run_until_complete(main()) == "done"
+    assert not loop.is_running() and loop._thread_id is None
+    assert sys.get_asyncgen_hooks() == hooks_before
+
+
+@pytest.mark.skipif(not PY313, reason="_run_forever_setup/_cleanup are 3.13's")
+def test_cleanup_runs_as_a_finally_block_when_run_once_raises(subclass_loop):
+    """run_forever's cleanup runs in its `finally:` block: the error that
+    ended the loop is the one being handled there, and what the cleanup
+    raises is chained to it."""
+    seen = []
+
+    def _run_once(self):
+        raise ValueError("run_once")
+
+    def _run_forever_cleanup(self):
+        seen.append(repr(sys.exception()))
+        super(type(self), self)._run_forever_cleanup()
+        try:
+            raise KeyError("inner")
+        except KeyError:
+            raise OSError("cleanup")
+
+    loop = subclass_loop(_run_once=_run_once,
+                         _run_forever_cleanup=_run_forever_cleanup)
+    with pytest.raises(OSError) as info:
+        loop.run_forever()
+    assert seen == ["ValueError('run_once')"]
+    inner = info.value.__context__
+    assert repr(inner) == "KeyError('inner')"
+    assert repr(inner.__context__) == "ValueError('run_once')"
+    assert not loop.is_running()

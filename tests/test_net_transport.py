@@ -811,6 +811,58 @@ def test_received_bytes_stay_intact_and_fresh(loop):
     run(loop, main())
 
 
+@pytest.mark.parametrize("kind", ["stream", "datagram"])
+def test_read_ready_called_directly_outlives_a_dropped_loop(loop_factory,
+                                                             kind):
+    """transport._read_ready() called outside the loop (the stdlib's own
+    code and test helpers call it), whose protocol ends the connection and
+    drops the last reference to the loop: the read completes (under the
+    sanitizer build, without touching the freed loop)."""
+    got = []
+
+    class Dropping(asyncio.Protocol, asyncio.DatagramProtocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def _drop(self, data):
+            nonlocal loop
+            got.append(len(data))  # keeping data would keep it from reuse
+            self.transport.abort()
+            loop.run_until_complete(asyncio.sleep(0))  # connection_lost
+            self.transport = None
+            loop.close()
+            loop = None
+
+        data_received = _drop
+
+        def datagram_received(self, data, addr):
+            self._drop(data)
+
+    loop = loop_factory()
+    kind_args = ((socket.AF_UNIX, socket.SOCK_STREAM) if kind == "stream"
+                 else (socket.AF_UNIX, socket.SOCK_DGRAM))
+    a, b = socket.socketpair(*kind_args)
+    try:
+        make = (loop.create_connection if kind == "stream"
+                else loop.create_datagram_endpoint)
+        tr, _ = loop.run_until_complete(make(Dropping, sock=a))
+        del make  # a bound method: it holds the loop
+        loop.run_until_complete(asyncio.sleep(0))
+        b.send(b"x" * 1000)
+        gc.collect()  # the set-up's cycles: nothing but `loop` holds it
+        gc.disable()  # freed by reference counting, at once
+        try:
+            tr._read_ready()
+        finally:
+            gc.enable()
+        assert got == [1000]
+        assert loop is None
+    finally:
+        b.close()
+        if loop is not None:
+            loop.close()
+
+
 # ------------------------------------------------------------ flow control
 
 
