@@ -473,6 +473,13 @@ int
 aloop_loop_check_callback(LoopObj *loop, PyObject *cb, const char *meth);
 int
 aloop_loop_push_handle(LoopObj *loop, PyObject *handle);
+/* loop.call_exception_handler(context) as the stdlib calls it: from the
+ * `except` block that caught context["exception"] (if any), which is the
+ * handled exception meanwhile -- sys.exception() and logging.exception()
+ * in a handler see it, and what the handler raises chains to it. */
+int
+aloop_call_exception_handler(aloop_state *st, PyObject *loop,
+                             PyObject *context);
 int
 aloop_loop_call_exception_handler(LoopObj *loop, PyObject *context);
 /* Report the current exception through call_exception_handler with
@@ -541,7 +548,9 @@ enum {
     ALOOP_HOOK_ACCEPT_CONNECTION,
     ALOOP_HOOK_ACCEPT_CONNECTION2,
     ALOOP_HOOK_MAKE_SOCKET_TRANSPORT,
-    ALOOP_HOOK_RUN_ONCE, /* run_forever's iteration */
+    ALOOP_HOOK_RUN_ONCE,               /* run_forever's iteration */
+    ALOOP_HOOK_CALL_AT,                /* call_later's */
+    ALOOP_HOOK_TIMER_HANDLE_CANCELLED, /* TimerHandle.cancel()'s */
 #if PY_VERSION_HEX >= 0x030D0000
     /* 3.13's run_forever calls these two for loop subclasses to reuse */
     ALOOP_HOOK_RUN_FOREVER_SETUP,

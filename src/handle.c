@@ -179,8 +179,22 @@ aloop_handle_cancel(HandleObj *h)
     }
     aloop_state *st = handle_state(h);
     LoopObj *loop = handle_aloop_loop(h, st);
-    if (h->is_timer && h->scheduled) {
-        if (loop != NULL) {
+    if (h->is_timer && loop != NULL) {
+        /* self._loop._timer_handle_cancelled(self), as the stdlib's cancel()
+         * calls it, when a subclass overrides it */
+        int overridden = aloop_loop_overrides(
+            loop, ALOOP_HOOK(ALOOP_HOOK_TIMER_HANDLE_CANCELLED));
+        if (overridden < 0) {
+            return -1;
+        }
+        if (overridden) {
+            PyObject *r = PyObject_CallMethod(
+                (PyObject *)loop, "_timer_handle_cancelled", "(O)", h);
+            Py_XDECREF(r);
+            if (r == NULL) {
+                return -1;
+            }
+        } else if (h->scheduled) {
             loop->timer_cancelled_count++;
         }
     }
@@ -257,12 +271,9 @@ handle_report(HandleObj *h, PyObject *exc)
         }
     }
     PyObject *loopobj = h->loop ? h->loop : Py_None;
-    PyObject *r = PyObject_CallMethodOneArg(
-        loopobj, st->str_call_exception_handler, ctx);
-    if (r == NULL) {
+    if (aloop_call_exception_handler(st, loopobj, ctx) < 0) {
         goto error;
     }
-    Py_DECREF(r);
     Py_DECREF(msg);
     Py_DECREF(ctx);
     return 0;

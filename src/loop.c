@@ -136,12 +136,33 @@ aloop_loop_check_callback(LoopObj *loop, PyObject *cb, const char *meth)
 }
 
 int
-aloop_loop_call_exception_handler(LoopObj *loop, PyObject *context)
+aloop_call_exception_handler(aloop_state *st, PyObject *loop,
+                             PyObject *context)
 {
+    PyObject *exc = PyDict_GetItemWithError(context, st->str_exception);
+    if (exc == NULL && PyErr_Occurred()) {
+        return -1;
+    }
+    PyObject *handled = NULL;
+    if (exc != NULL) {
+        handled = PyErr_GetHandledException();
+        PyErr_SetHandledException(exc);
+    }
     PyObject *r = PyObject_CallMethodOneArg(
-        (PyObject *)loop, loop->state->str_call_exception_handler, context);
+        loop, st->str_call_exception_handler, context);
+    if (exc != NULL) {
+        PyErr_SetHandledException(handled);
+        Py_XDECREF(handled);
+    }
     Py_XDECREF(r);
     return r ? 0 : -1;
+}
+
+int
+aloop_loop_call_exception_handler(LoopObj *loop, PyObject *context)
+{
+    return aloop_call_exception_handler(loop->state, (PyObject *)loop,
+                                        context);
 }
 
 int
@@ -374,11 +395,21 @@ loop_poll(LoopObj *loop, double timeout, int *nevents)
             ms = ceil_ms > (double)INT32_MAX ? INT32_MAX : (int)ceil_ms;
         }
         int n;
+        if (ms != 0) {
+            /* From here on call_soon_threadsafe wakes the wait.  Python
+             * code run since the caller saw an empty ready queue (an
+             * overridden time(), a __del__) may have let another thread
+             * queue a callback unannounced: then do not sleep. */
+            loop->polling = true;
+            if (loop->ready.len) {
+                ms = 0;
+            }
+        }
         if (ms == 0) {
+            loop->polling = false;
             n = aloop_poller_wait(&loop->poller, loop->events,
                                   loop->events_cap, 0);
         } else {
-            loop->polling = true;
             Py_BEGIN_ALLOW_THREADS n = aloop_poller_wait(
                 &loop->poller, loop->events, loop->events_cap, ms);
             Py_END_ALLOW_THREADS loop->polling = false;
@@ -391,14 +422,13 @@ loop_poll(LoopObj *loop, double timeout, int *nevents)
             aloop_errno_error(n);
             return -1;
         }
+        /* PEP 475, as the stdlib's selector: run the signal handlers and
+         * wait again for what is left of the timeout.  Work they queued
+         * (asyncio.Runner's SIGINT handler calls call_soon_threadsafe)
+         * is found by the check above; a loop.stop() of theirs waits, as
+         * in the stdlib, for the wait to end. */
         if (PyErr_CheckSignals() < 0) {
             return -1;
-        }
-        /* A handler may have queued work (asyncio.Runner's SIGINT handler
-         * uses call_soon_threadsafe): then waiting on would stall it. */
-        if (loop->ready.len || loop->stopping) {
-            *nevents = 0;
-            return 0;
         }
         if (timeout >= 0) {
             timeout = deadline - aloop_loop_time();
@@ -1086,6 +1116,39 @@ loop_schedule_timer(LoopObj *self, double when, const char *meth,
     return (PyObject *)t;
 }
 
+/* self.call_at(when, callback, *args, context=context), as the stdlib's
+ * call_later makes it, for a subclass that overrides call_at. */
+static PyObject *
+loop_call_at_through_self(LoopObj *self, double when, const loop_callargs *c)
+{
+    Py_ssize_t n = 3 + c->nargs; /* self, when, callback, *args */
+    PyObject **vec = PyMem_Malloc((size_t)(n + 1) * sizeof(PyObject *));
+    PyObject *whenobj = PyFloat_FromDouble(when);
+    PyObject *kw = Py_BuildValue("(s)", "context");
+    PyObject *meth = PyUnicode_InternFromString("call_at");
+    PyObject *r = NULL;
+    if (vec == NULL || whenobj == NULL || kw == NULL || meth == NULL) {
+        if (vec == NULL) {
+            PyErr_NoMemory();
+        }
+        goto done;
+    }
+    vec[0] = (PyObject *)self;
+    vec[1] = whenobj;
+    vec[2] = c->callback;
+    for (Py_ssize_t i = 0; i < c->nargs; i++) {
+        vec[3 + i] = c->args[i];
+    }
+    vec[n] = c->context ? c->context : Py_None;
+    r = PyObject_VectorcallMethod(meth, vec, (size_t)n, kw);
+done:
+    PyMem_Free(vec);
+    Py_XDECREF(whenobj);
+    Py_XDECREF(kw);
+    Py_XDECREF(meth);
+    return r;
+}
+
 static PyObject *
 LoopObj_call_later(LoopObj *self, PyObject *const *args, Py_ssize_t nargs,
                    PyObject *kwnames)
@@ -1125,6 +1188,12 @@ LoopObj_call_later(LoopObj *self, PyObject *const *args, Py_ssize_t nargs,
         if (when == -1.0 && PyErr_Occurred()) {
             return NULL;
         }
+    }
+    int overridden =
+        aloop_loop_overrides(self, ALOOP_HOOK(ALOOP_HOOK_CALL_AT));
+    if (overridden) {
+        return overridden < 0 ? NULL
+                              : loop_call_at_through_self(self, when, &c);
     }
     return loop_schedule_timer(self, when, "call_at", &c);
 }
@@ -1622,6 +1691,28 @@ LoopObj_set_old_agen_hooks(LoopObj *self, PyObject *v, void *c)
 #endif
 
 static PyObject *
+LoopObj_get_slow_callback_duration(LoopObj *self, void *c)
+{
+    return PyFloat_FromDouble(self->slow_callback_duration);
+}
+
+/* A number (a T_DOUBLE member would store -1.0 before refusing a str). */
+static int
+LoopObj_set_slow_callback_duration(LoopObj *self, PyObject *v, void *c)
+{
+    if (v == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "slow_callback_duration");
+        return -1;
+    }
+    double d = PyFloat_AsDouble(v);
+    if (d == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    self->slow_callback_duration = d;
+    return 0;
+}
+
+static PyObject *
 LoopObj_get_current_handle(LoopObj *self, void *c)
 {
     return Py_NewRef(self->current_handle ? self->current_handle : Py_None);
@@ -1660,6 +1751,8 @@ static PyGetSetDef LoopObj_getset[] = {
      (setter)LoopObj_set_old_agen_hooks, NULL, NULL},
 #endif
     {"_current_handle", (getter)LoopObj_get_current_handle, NULL, NULL, NULL},
+    {"slow_callback_duration", (getter)LoopObj_get_slow_callback_duration,
+     (setter)LoopObj_set_slow_callback_duration, NULL, NULL},
     {"_signal_handlers", (getter)LoopObj_get_signal_handlers, NULL, NULL,
      NULL},
     {"_timer_cancelled_count", (getter)LoopObj_get_timer_cancelled_count, NULL,
@@ -1668,8 +1761,6 @@ static PyGetSetDef LoopObj_getset[] = {
 };
 
 static PyMemberDef LoopObj_members[] = {
-    {"slow_callback_duration", T_DOUBLE,
-     offsetof(LoopObj, slow_callback_duration), 0, NULL},
     {"_clock_resolution", T_DOUBLE, offsetof(LoopObj, clock_resolution),
      READONLY, NULL},
     {"__dictoffset__", T_PYSSIZET, offsetof(LoopObj, dict), READONLY, NULL},

@@ -4,12 +4,13 @@
  * The stdlib's code calls its own methods through self: the scheduler
  * reads self.time(), sock_recv & co wait on self.create_future(), the
  * accept loop runs self._accept_connection, self._accept_connection2 and
- * self._make_socket_transport, and run_forever runs self._run_once (and
+ * self._make_socket_transport, run_forever runs self._run_once (and
  * on 3.13 self._run_forever_setup/_cleanup, which exist for loop
- * subclasses to reuse).  aloop's C paths do the same work without those
- * calls.  When a subclass (or an instance attribute, as
- * mock.patch.object sets) replaces one of them, the C paths call it, or
- * hand over to the stdlib's code, so the override is honoured as on
+ * subclasses to reuse), call_later calls self.call_at and
+ * TimerHandle.cancel() self._loop._timer_handle_cancelled.  aloop's C paths do
+ * the same work without those calls.  When a subclass (or an instance
+ * attribute, as mock.patch.object sets) replaces one of them, the C paths call
+ * it, or hand over to the stdlib's code, so the override is honoured as on
  * stock asyncio.
  *
  * Invariants: the answer for the class is cached per loop and recomputed
@@ -27,6 +28,8 @@ static const char *const hook_names[ALOOP_HOOK_COUNT] = {
     [ALOOP_HOOK_ACCEPT_CONNECTION2] = "_accept_connection2",
     [ALOOP_HOOK_MAKE_SOCKET_TRANSPORT] = "_make_socket_transport",
     [ALOOP_HOOK_RUN_ONCE] = "_run_once",
+    [ALOOP_HOOK_CALL_AT] = "call_at",
+    [ALOOP_HOOK_TIMER_HANDLE_CANCELLED] = "_timer_handle_cancelled",
 #if PY_VERSION_HEX >= 0x030D0000
     [ALOOP_HOOK_RUN_FOREVER_SETUP] = "_run_forever_setup",
     [ALOOP_HOOK_RUN_FOREVER_CLEANUP] = "_run_forever_cleanup",

@@ -59,6 +59,54 @@ def test_timer_exception_goes_to_handler(loop, exc_records):
     assert isinstance(ctx["handle"], asyncio.TimerHandle)
 
 
+@pytest.mark.parametrize("source", ["call_soon", "timer", "reader",
+                                    "data_received"])
+def test_exception_handler_runs_while_the_exception_is_handled(loop, source):
+    """The stdlib calls the exception handler from the `except` block that
+    caught the error: sys.exception() (and so logging.exception()) in the
+    handler is that error, and what the handler raises chains to it."""
+    seen = []
+
+    def handler(lp, context):
+        seen.append((sys.exc_info()[1], context["exception"]))
+        try:
+            raise KeyError("in handler")
+        except KeyError as exc:
+            seen.append(exc.__context__)
+
+    def failing(*args):
+        raise Boom(source)
+
+    class Failing(asyncio.Protocol):
+        data_received = failing
+
+    loop.set_exception_handler(handler)
+    a, b = socket.socketpair()
+    try:
+        if source == "call_soon":
+            loop.call_soon(failing)
+        elif source == "timer":
+            loop.call_at(loop.time() - 1, failing)
+        elif source == "reader":
+            loop.add_reader(a, failing)
+            b.send(b"x")
+        else:
+            loop.run_until_complete(loop.create_connection(Failing, sock=a))
+            b.send(b"x")
+        for _ in range(5):
+            run_once(loop)
+            if seen:
+                break
+        [(handled, exc), context] = seen
+        assert isinstance(exc, Boom) and handled is exc and context is exc
+        assert sys.exc_info() == (None, None, None)
+    finally:
+        if source == "reader":
+            loop.remove_reader(a)
+        a.close()
+        b.close()
+
+
 def test_reader_exception_goes_to_handler(loop, exc_records):
     a, b = socket.socketpair()
     try:

@@ -393,3 +393,35 @@ def test_cleanup_runs_as_a_finally_block_when_run_once_raises(subclass_loop):
     assert repr(inner) == "KeyError('inner')"
     assert repr(inner.__context__) == "ValueError('run_once')"
     assert not loop.is_running()
+
+
+# ------------------------------------------------------------------ timers
+
+
+def test_call_later_and_cancel_run_overridden_timer_hooks(subclass_loop):
+    """call_later() (and so asyncio.sleep()) schedules through
+    self.call_at(), and TimerHandle.cancel() tells the loop through
+    _timer_handle_cancelled(), as in the stdlib."""
+    seen = []
+
+    def call_at(self, when, callback, *args, context=None):
+        seen.append(("call_at", callback, args, context))
+        return super(type(self), self).call_at(when, callback, *args,
+                                               context=context)
+
+    def _timer_handle_cancelled(self, handle):
+        seen.append(("cancelled", handle))
+        super(type(self), self)._timer_handle_cancelled(handle)
+
+    loop = subclass_loop(call_at=call_at,
+                         _timer_handle_cancelled=_timer_handle_cancelled)
+    h = loop.call_later(10, print, 1, 2)
+    assert seen == [("call_at", print, (1, 2), None)]
+    h.cancel()
+    h.cancel()  # once only
+    assert seen[1:] == [("cancelled", h)]
+    assert loop._timer_cancelled_count == 1
+    seen.clear()
+    assert loop.run_until_complete(asyncio.sleep(0.001, "slept")) == "slept"
+    # sleep() cancels its (fired) timer on the way out
+    assert [s[0] for s in seen] == ["call_at", "cancelled"]

@@ -199,6 +199,28 @@ def test_python_signal_handler_threadsafe_call_wakes_loop(loop):
     assert seen == ["on-time"]
 
 
+def test_python_signal_handler_stop_waits_for_the_wait_to_end(loop):
+    """A plain Python signal handler that calls loop.stop() while the loop
+    sleeps: the stdlib's selector retries its wait after the handler (PEP
+    475), so the loop stops only once the wait ends -- here when a timer
+    due 0.3 s later fires -- and that timer still runs."""
+    seen = []
+
+    def py_handler(signum, frame):
+        seen.append("handler")
+        loop.stop()
+
+    signal.signal(signal.SIGUSR1, py_handler)
+    loop.call_later(0.3, seen.append, "timer")
+    killer = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGUSR1))
+    killer.start()
+    try:
+        loop.run_forever()
+    finally:
+        killer.join()
+    assert seen == ["handler", "timer"]
+
+
 # ---------------------------------------------------------------- removal
 
 

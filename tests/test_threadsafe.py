@@ -298,3 +298,39 @@ def test_threadsafe_racing_with_close(loop_factory):
         lp.close()
     assert unexpected == []
     assert set(errors) <= {"Event loop is closed"}
+
+
+def test_call_queued_while_an_overridden_time_runs_wakes_the_loop(loop_kind):
+    """A thread queues a callback while the loop runs Python code of its
+    own between deciding how long to sleep and sleeping (here a time()
+    override, as virtual clocks have): the callback runs at once, not when
+    the next timer (10 s away) is due."""
+    from _aloop_support import loop_class
+
+    class Clocked(loop_class(loop_kind)):
+        inject = None
+
+        def time(self):
+            if self.inject is not None:
+                inject, self.inject = self.inject, None
+                t = threading.Thread(target=inject)
+                t.start()
+                t.join()
+            return super().time()
+
+    loop = Clocked()
+    try:
+        done = loop.create_future()
+        loop.call_later(10, done.cancel)  # the sleep would last this long
+
+        def arm():
+            # the next time() call of the loop's own, before it sleeps
+            loop.inject = lambda: loop.call_soon_threadsafe(
+                done.set_result, "woken")
+
+        loop.call_soon(arm)
+        started = time.monotonic()
+        assert loop.run_until_complete(done) == "woken"
+        assert time.monotonic() - started < 5
+    finally:
+        loop.close()
