@@ -590,9 +590,12 @@ StreamObj_write(StreamObj *t, PyObject *data)
     Py_RETURN_NONE;
 }
 
+/* writelines() checks, with the running version's messages: 3.12 has its
+ * own method; 3.11's is WriteTransport's b''.join() and write(). */
 static PyObject *
-StreamObj_writelines(StreamObj *t, PyObject *list_of_data)
+stream_writelines_items(StreamObj *t, PyObject *list_of_data)
 {
+#if PY_VERSION_HEX >= 0x030C0000
     if (t->eof) {
         PyErr_SetString(PyExc_RuntimeError,
                         "Cannot call writelines() after write_eof()");
@@ -603,9 +606,69 @@ StreamObj_writelines(StreamObj *t, PyObject *list_of_data)
                         "unable to writelines; sendfile is in progress");
         return NULL;
     }
-    PyObject *seq = PySequence_Fast(list_of_data,
-                                    "writelines() argument "
-                                    "must be iterable");
+    int truth = PyObject_IsTrue(list_of_data); /* `if not list_of_data` */
+    if (truth <= 0) {
+        return truth < 0 ? NULL : PyTuple_New(0);
+    }
+    PyObject *seq =
+        PyList_CheckExact(list_of_data) || PyTuple_CheckExact(list_of_data)
+            ? Py_NewRef(list_of_data)
+            : PySequence_List(list_of_data);
+#else
+    PyObject *seq = PySequence_Fast(list_of_data, "can only join an iterable");
+#endif
+    if (seq == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_buffer view;
+        if (PyBytes_CheckExact(items[i])) {
+            continue;
+        }
+        if (PyObject_GetBuffer(items[i], &view, PyBUF_SIMPLE) == 0) {
+            PyBuffer_Release(&view);
+            continue;
+        }
+#if PY_VERSION_HEX >= 0x030C0000
+        /* memoryview(data)'s own error */
+        PyErr_Clear();
+        PyObject *mv = PyMemoryView_FromObject(items[i]);
+        Py_XDECREF(mv);
+        if (mv != NULL) {
+            PyErr_SetString(PyExc_BufferError,
+                            "writelines() needs contiguous buffers");
+        }
+#else
+        PyErr_Format(PyExc_TypeError,
+                     "sequence item %zd: expected a bytes-like object, "
+                     "%.80s found",
+                     i, Py_TYPE(items[i])->tp_name);
+#endif
+        Py_DECREF(seq);
+        return NULL;
+    }
+#if PY_VERSION_HEX < 0x030C0000
+    const char *msg = t->eof ? "Cannot call write() after write_eof()"
+                      : t->empty_waiter != NULL
+                          ? "unable to write; sendfile is in progress"
+                          : NULL;
+    if (msg != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, msg);
+        Py_DECREF(seq);
+        return NULL;
+    }
+#endif
+    return seq;
+}
+
+/* All or nothing, as the stdlib's: every item is checked first, then they
+ * go out in one gathered sendmsg(). */
+static PyObject *
+StreamObj_writelines(StreamObj *t, PyObject *list_of_data)
+{
+    PyObject *seq = stream_writelines_items(t, list_of_data);
     if (seq == NULL) {
         return NULL;
     }
@@ -613,23 +676,16 @@ StreamObj_writelines(StreamObj *t, PyObject *list_of_data)
     PyObject **items = PySequence_Fast_ITEMS(seq);
     int rc = 0;
     if (t->conn_lost || t->loop == NULL) {
-        /* like write(): count and warn, send nothing */
-        for (Py_ssize_t i = 0; i < n && rc == 0; i++) {
-            rc = stream_write(t, items[i]);
+        /* like one write() of them all: counted and warned about once */
+        Py_ssize_t nonempty = 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            nonempty += PyObject_Length(items[i]) > 0;
         }
         Py_DECREF(seq);
+        if (nonempty) {
+            rc = aloop_transport_lost_writes(T(t));
+        }
         return rc < 0 ? NULL : Py_NewRef(Py_None);
-    }
-    /* All or nothing, as the stdlib's join: check every item first. */
-    for (Py_ssize_t i = 0; i < n && rc == 0; i++) {
-        Py_buffer view;
-        if (PyBytes_CheckExact(items[i])) {
-            continue;
-        }
-        rc = PyObject_GetBuffer(items[i], &view, PyBUF_SIMPLE);
-        if (rc == 0) {
-            PyBuffer_Release(&view);
-        }
     }
     bool untried = t->nchunks == 0 || t->write_held;
     for (Py_ssize_t i = 0; i < n && rc == 0; i++) {
@@ -649,7 +705,6 @@ StreamObj_writelines(StreamObj *t, PyObject *list_of_data)
     if (rc < 0) {
         return NULL;
     }
-    /* one gathered sendmsg() */
     rc = t->nchunks && untried ? stream_buffer_started(t)
                                : aloop_transport_maybe_pause(T(t));
     return rc < 0 ? NULL : Py_NewRef(Py_None);
