@@ -633,8 +633,13 @@ typedef struct {
     PyObject *dict;                                                         \
     PyObject *weakreflist;                                                  \
     Py_ssize_t buffer_size; /* > 0 iff data is buffered */                  \
+    /* write buffer limits as integers (the floors of what was set,         \
+     * clamped); *_limit holds what was set when that is not an exact int   \
+     * in range (the stdlib keeps a float a float), else NULL */            \
     Py_ssize_t high_water;                                                  \
     Py_ssize_t low_water;                                                   \
+    PyObject *high_limit;                                                   \
+    PyObject *low_limit;                                                    \
     Py_ssize_t conn_lost;                                                   \
     Py_ssize_t max_size; /* the stdlib's recv() size (settable) */          \
     int fd;                                                                 \

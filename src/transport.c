@@ -581,6 +581,49 @@ transport_queue(TransportObj *t, uint32_t event)
     return 0;
 }
 
+/* The integer a limit acts as: size <= v iff size <= floor(v) for a
+ * whole size, and a limit past PY_SSIZE_T_MAX can never be exceeded.
+ * v >= 0 (validated); int() is floor there. */
+static int
+limit_floor(PyObject *v, Py_ssize_t *out)
+{
+    if (PyFloat_Check(v)) {
+        double d = PyFloat_AS_DOUBLE(v);
+        *out = d >= (double)PY_SSIZE_T_MAX ? PY_SSIZE_T_MAX : (Py_ssize_t)d;
+        return 0;
+    }
+    PyObject *i = PyNumber_Long(v);
+    if (i == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            return -1; /* int(v) refused: not a number */
+        }
+        PyErr_Clear(); /* an infinite Decimal, say */
+        *out = PY_SSIZE_T_MAX;
+        return 0;
+    }
+    *out = PyLong_AsSsize_t(i);
+    Py_DECREF(i);
+    if (*out == -1 && PyErr_Occurred()) {
+        PyErr_Clear(); /* only OverflowError: i is a nonnegative int */
+        *out = PY_SSIZE_T_MAX;
+    }
+    return 0;
+}
+
+/* Keep the object set as a limit unless its integer says it all. */
+static void
+limit_keep(PyObject **slot, PyObject *v, Py_ssize_t floor)
+{
+    bool exact = PyLong_CheckExact(v) && floor != PY_SSIZE_T_MAX;
+    Py_XSETREF(*slot, exact ? NULL : Py_NewRef(v));
+}
+
+static PyObject *
+limit_get(PyObject *kept, Py_ssize_t floor)
+{
+    return kept ? Py_NewRef(kept) : PyLong_FromSsize_t(floor);
+}
+
 /* _set_write_buffer_limits(high=None, low=None) */
 static int
 transport_set_limits(TransportObj *t, PyObject *high, PyObject *low)
@@ -616,13 +659,14 @@ transport_set_limits(TransportObj *t, PyObject *high, PyObject *low)
                      "high (%R) must be >= low (%R) must be >= 0", h, l);
         goto done;
     }
-    Py_ssize_t hv = PyNumber_AsSsize_t(h, PyExc_OverflowError);
-    Py_ssize_t lv = PyNumber_AsSsize_t(l, PyExc_OverflowError);
-    if ((hv == -1 || lv == -1) && PyErr_Occurred()) {
+    Py_ssize_t hv, lv;
+    if (limit_floor(h, &hv) < 0 || limit_floor(l, &lv) < 0) {
         goto done;
     }
     t->high_water = hv;
     t->low_water = lv;
+    limit_keep(&t->high_limit, h, hv);
+    limit_keep(&t->low_limit, l, lv);
     rc = 0;
 done:
     Py_XDECREF(h);
@@ -913,7 +957,12 @@ static PyObject *
 Transport_get_write_buffer_limits(TransportObj *t,
                                   PyObject *Py_UNUSED(ignored))
 {
-    return Py_BuildValue("(nn)", t->low_water, t->high_water);
+    PyObject *low = limit_get(t->low_limit, t->low_water);
+    PyObject *high = low ? limit_get(t->high_limit, t->high_water) : NULL;
+    PyObject *r = high ? PyTuple_Pack(2, low, high) : NULL;
+    Py_XDECREF(low);
+    Py_XDECREF(high);
+    return r;
 }
 
 static int
@@ -1062,6 +1111,8 @@ aloop_transport_traverse(TransportObj *t, visitproc visit, void *arg)
     Py_VISIT(t->write_ctx);
     Py_VISIT(t->lost_ctx);
     Py_VISIT(t->dict);
+    Py_VISIT(t->high_limit);
+    Py_VISIT(t->low_limit);
     return t->ops ? t->ops->traverse(t, visit, arg) : 0;
 }
 
@@ -1080,6 +1131,8 @@ aloop_transport_clear(TransportObj *t)
     Py_CLEAR(t->write_ctx);
     Py_CLEAR(t->lost_ctx);
     Py_CLEAR(t->dict);
+    Py_CLEAR(t->high_limit);
+    Py_CLEAR(t->low_limit);
     if (t->ops != NULL) {
         t->ops->clear_protocol(t);
         t->ops->clear_buffer(t);
@@ -1121,11 +1174,25 @@ TRANSPORT_OBJ_GETTER(protocol)
 TRANSPORT_OBJ_GETTER(server)
 TRANSPORT_OBJ_GETTER(loop)
 
+static PyObject *
+Transport_attr_high_water(TransportObj *t, void *c)
+{
+    return limit_get(t->high_limit, t->high_water);
+}
+
+static PyObject *
+Transport_attr_low_water(TransportObj *t, void *c)
+{
+    return limit_get(t->low_limit, t->low_water);
+}
+
 PyGetSetDef aloop_transport_getset[] = {
     {"_sock", (getter)Transport_attr_sock, NULL, NULL, NULL},
     {"_protocol", (getter)Transport_attr_protocol, NULL, NULL, NULL},
     {"_server", (getter)Transport_attr_server, NULL, NULL, NULL},
     {"_loop", (getter)Transport_attr_loop, NULL, NULL, NULL},
+    {"_high_water", (getter)Transport_attr_high_water, NULL, NULL, NULL},
+    {"_low_water", (getter)Transport_attr_low_water, NULL, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -1138,10 +1205,6 @@ PyMemberDef aloop_transport_members[] = {
     {"_protocol_connected", T_BOOL, offsetof(TransportObj, protocol_connected),
      0, NULL},
     {"_protocol_paused", T_BOOL, offsetof(TransportObj, protocol_paused), 0,
-     NULL},
-    {"_high_water", T_PYSSIZET, offsetof(TransportObj, high_water), READONLY,
-     NULL},
-    {"_low_water", T_PYSSIZET, offsetof(TransportObj, low_water), READONLY,
      NULL},
     {"__dictoffset__", T_PYSSIZET, offsetof(TransportObj, dict), READONLY,
      NULL},

@@ -8,9 +8,11 @@ The far end of each connection is a plain socket driven with add_reader()
 import asyncio
 import gc
 import logging
+import math
 import socket
 import sys
 import warnings
+from fractions import Fraction
 
 import pytest
 
@@ -956,6 +958,43 @@ def test_write_buffer_limits_defaults_and_validation(loop):
             # A failed call changes nothing.
             assert tr.get_write_buffer_limits() == (100, 100)
             assert proto.paused_sizes == []
+            await close_and_wait(tr, proto)
+
+    run(loop, main())
+
+
+def test_write_buffer_limits_keep_what_was_set(loop):
+    """The stdlib stores the limits as given: floats, Fractions, ints past
+    any buffer size.  Each acts as the comparison with it does: a buffer
+    pauses when its size is above the limit."""
+    async def main():
+        tr, proto, peer = await connect(loop)
+        with peer:
+            tr.set_write_buffer_limits(high=1e6)
+            assert tr.get_write_buffer_limits() == (250000.0, 1e6)
+            assert type(tr.get_write_buffer_limits()[0]) is float
+            tr.set_write_buffer_limits(high=2**70, low=Fraction(7, 2))
+            assert tr.get_write_buffer_limits() == (Fraction(7, 2), 2**70)
+            tr.set_write_buffer_limits(high=math.inf, low=0)
+            assert tr.get_write_buffer_limits() == (0, math.inf)
+            with pytest.raises(ValueError):
+                tr.set_write_buffer_limits(high=math.nan)
+            with pytest.raises(ValueError):  # low = inf // 4 is nan
+                tr.set_write_buffer_limits(high=math.inf)
+            tr.write(b"\0" * BIG)
+            size = tr.get_write_buffer_size()
+            assert size > 0 and proto.events == ["made"]
+            tr.set_write_buffer_limits(high=size + 0.5, low=0)
+            tr.set_write_buffer_limits(high=Fraction(2 * size, 2), low=0)
+            assert proto.events == ["made"]
+            tr.set_write_buffer_limits(high=size - 0.5, low=size - 1.5)
+            assert proto.events == ["made", "pause_writing"]
+            # Resumes once the buffer is at or below size - 1.5.
+            await peer.read_at_least(BIG)
+            await proto.wait(lambda: proto.resumed_sizes,
+                             what="resume_writing")
+            assert proto.resumed_sizes[0] <= size - 1.5
+            assert proto.events == ["made", "pause_writing", "resume_writing"]
             await close_and_wait(tr, proto)
 
     run(loop, main())
